@@ -1,0 +1,161 @@
+"""Loss-weighting strategies: each trains a tiny two-task model whose task losses fall; strategy mechanics."""
+
+import pytest
+import torch
+from test_trainer_helpers import TWO_TASKS, make_args, make_dataset, make_model
+
+from modeling import MultiTaskTrainer
+from modeling.loss_weighting import (
+    DynamicWeightAverage,
+    GradNormWeighting,
+    PCGradWeighting,
+    StaticWeighting,
+    UncertaintyWeighting,
+    balanced_loss_options,
+)
+
+STRATEGIES = ["static", "uncertainty", "gradnorm", "pcgrad", "dwa"]
+
+
+def _train(tiny_backbone_dir, tmp_path, strategy, **overrides):
+    model = make_model(tiny_backbone_dir, TWO_TASKS)
+    train = make_dataset(16, seed=5, tasks=TWO_TASKS, labelled=("topic", "tags"))
+    options = dict(loss_weighting=strategy, num_train_epochs=10, learning_rate=5e-3, logging_steps=4,
+                   per_device_train_batch_size=8)
+    options.update(overrides)
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path, **options), train_dataset=train)
+    trainer.train()
+    return trainer, [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_lowers_every_task_loss(tiny_backbone_dir, tmp_path, strategy):
+    trainer, logs = _train(tiny_backbone_dir, tmp_path, strategy)
+    assert len(logs) == 5
+    for task in ("topic", "tags"):
+        first, last = logs[0][f"loss_{task}"], logs[-1][f"loss_{task}"]
+        assert last < first, f"{strategy}: loss of {task} did not fall ({first:.4f} -> {last:.4f})"
+        assert f"task_weight_{task}" in logs[-1]
+    weights = [logs[-1][f"task_weight_{task}"] for task in ("topic", "tags")]
+    if strategy == "uncertainty":
+        # learned log-variances moved away from their initial 0 and the weights are exp(-s)
+        assert any(abs(logs[-1][f"log_variance_{t}"]) > 1e-3 for t in ("topic", "tags"))
+        assert weights[0] == pytest.approx(float(torch.exp(-trainer.loss_weighting.log_variances[0].detach())), rel=1e-4)
+    if strategy in ("gradnorm", "dwa"):
+        assert sum(weights) == pytest.approx(2.0, rel=1e-4)
+        assert weights[0] != pytest.approx(1.0, abs=1e-6)  # the strategy did act
+    if strategy == "pcgrad":
+        assert 0.0 <= logs[-1]["pcgrad_conflict_fraction"] <= 1.0
+
+
+def test_warmup_keeps_equal_weights(tiny_backbone_dir, tmp_path):
+    _, logs = _train(tiny_backbone_dir, tmp_path, "gradnorm", num_train_epochs=4, weighting_warmup_steps=4,
+                     logging_steps=2)
+    by_step = {entry["step"]: entry for entry in logs}
+    # weights logged after step 2 are those of step 2 (< 4 warm-up steps): equal
+    assert by_step[2]["task_weight_topic"] == by_step[2]["task_weight_tags"] == 1.0
+    assert by_step[8]["task_weight_topic"] != pytest.approx(1.0, abs=1e-6)
+
+
+def test_uncertainty_parameters_are_optimised(tiny_backbone_dir, tmp_path):
+    trainer, _ = _train(tiny_backbone_dir, tmp_path, "uncertainty", num_train_epochs=2)
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert id(trainer.loss_weighting.log_variances) in optimised
+    faster, _ = _train(tiny_backbone_dir, tmp_path / "fast", "uncertainty", num_train_epochs=2,
+                       uncertainty_learning_rate=5e-2)
+    group = trainer.optimizer.param_groups[-1]
+    assert group["weight_decay"] == 0.0
+    moved = lambda t: t.loss_weighting.log_variances.detach().abs().max().item()  # noqa: E731
+    assert moved(faster) > 3 * moved(trainer)
+
+
+def test_uncertainty_objective():
+    weighting = UncertaintyWeighting(["a", "b"], init_log_variance=0.5)
+    losses = {"a": torch.tensor(2.0), "b": torch.tensor(3.0)}
+    value = weighting.combine(losses, step=0, first_micro_batch=True, active={"a": True, "b": False})
+    expected = torch.exp(torch.tensor(-0.5)) * 5.0 + 0.25  # regulariser only for the active task
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    later = weighting.combine(losses, step=0, first_micro_batch=False, active={"a": True, "b": True})
+    assert later.item() == pytest.approx((torch.exp(torch.tensor(-0.5)) * 5.0).item(), rel=1e-6)
+
+
+def test_dwa_weights_follow_loss_ratios():
+    weighting = DynamicWeightAverage(["a", "b"], temperature=2.0)
+    assert weighting.task_weights(0) == {"a": 1.0, "b": 1.0}
+    weighting.after_epoch({"a": 1.0, "b": 1.0})
+    weighting.after_epoch({"a": 0.5, "b": 1.0})  # 'a' learns fast, 'b' stalls -> 'b' gets more weight
+    weights = weighting.task_weights(10)
+    ratio = torch.softmax(torch.tensor([0.5, 1.0]) / 2.0, 0) * 2
+    assert weights["a"] == pytest.approx(ratio[0].item()) and weights["b"] == pytest.approx(ratio[1].item())
+    restored = DynamicWeightAverage(["a", "b"])
+    restored.load_state_dict(weighting.state_dict())
+    assert restored.task_weights(10) == pytest.approx(weights)
+
+
+def test_gradnorm_moves_weight_to_the_slower_task():
+    weighting = GradNormWeighting(["a", "b"], alpha=1.5, learning_rate=0.1)
+    weighting.update({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 1.0})  # records L(0)
+    weighting.update({"a": 1.0, "b": 1.0}, {"a": 0.2, "b": 0.9})  # 'b' trains slower -> larger target norm
+    weights = weighting.task_weights(5)
+    assert weights["b"] > 1.0 > weights["a"]
+    assert sum(weights.values()) == pytest.approx(2.0)
+
+
+def test_pcgrad_projection_removes_conflicts():
+    weighting = PCGradWeighting(["a", "b"])
+    g_a, g_b = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
+    combined = weighting.project({"a": g_a, "b": g_b}, step=0)
+    # a projected on the normal plane of b: a - (a.b/|b|^2) b = [0.5, 0.5]; b on a's: [0, 1]
+    torch.testing.assert_close(combined, torch.tensor([0.5, 1.5]))
+    assert weighting.conflict_fraction == 1.0
+    aligned = weighting.project({"a": g_a, "b": torch.tensor([1.0, 1.0])}, step=1)
+    torch.testing.assert_close(aligned, torch.tensor([2.0, 1.0]))  # no conflict: plain sum
+
+
+def test_static_weights_validate_names():
+    assert StaticWeighting(["a", "b"], weights={"b": 3}).task_weights(0) == {"a": 1.0, "b": 3.0}
+    with pytest.raises(ValueError, match="unknown tasks"):
+        StaticWeighting(["a"], weights={"c": 1})
+
+
+def test_balanced_class_weights_from_label_frequencies():
+    from datasets import Dataset
+
+    rows = [{"labels.topic": label, "labels.tags": tags} for label, tags in
+            [(0, [1.0, 0.0]), (0, [1.0, 0.0]), (0, [0.0, 0.0]), (1, [1.0, 1.0]), (-100, [-100.0, -100.0])]]
+    dataset = Dataset.from_list(rows)
+    topic = {"name": "topic", "problem_type": "single_label_classification", "labels": ["x", "y", "z"]}
+    tags = {"name": "tags", "problem_type": "multi_label_classification", "labels": ["p", "q"]}
+    weights = balanced_loss_options(dataset, topic)["class_weights"]
+    torch.testing.assert_close(weights, torch.tensor([4 / (3 * 3), 4 / (3 * 1), 1.0]))  # unseen 'z' -> 1
+    pos_weight = balanced_loss_options(dataset, tags)["pos_weight"]
+    torch.testing.assert_close(pos_weight, torch.tensor([1 / 3, 3.0]))
+
+
+def test_class_weighting_reaches_the_model(tiny_backbone_dir, tmp_path):
+    model = make_model(tiny_backbone_dir, TWO_TASKS)
+    train = make_dataset(16, seed=5, tasks=TWO_TASKS, labelled=("topic", "tags"))
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path, class_weighting="balanced"), train_dataset=train)
+    options = trainer.model._loss_options
+    assert options["topic"]["class_weights"].shape == (3,) and options["tags"]["pos_weight"].shape == (4,)
+
+
+def test_resume_restores_the_weighting_state(tiny_backbone_dir, tmp_path):
+    """A run resumed from a checkpoint ends exactly where the uninterrupted run ends, learned weights included."""
+    def run(output_dir, resume=None):
+        model = make_model(tiny_backbone_dir, TWO_TASKS,
+                           backbone_kwargs={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+        args = make_args(output_dir, loss_weighting="uncertainty", max_steps=4, save_strategy="steps", save_steps=2,
+                         learning_rate=5e-3, per_device_train_batch_size=4)
+        trainer = MultiTaskTrainer(model=model, args=args,
+                                   train_dataset=make_dataset(16, seed=5, tasks=TWO_TASKS, labelled=("topic", "tags")))
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "full")
+    checkpoint = tmp_path / "full" / "checkpoint-2"
+    saved = torch.load(checkpoint / "loss_weighting.pt")
+    assert not torch.equal(saved["log_variances"], full.loss_weighting.log_variances.detach())
+    resumed = run(tmp_path / "resumed", resume=str(checkpoint))
+    torch.testing.assert_close(resumed.loss_weighting.log_variances, full.loss_weighting.log_variances)
+    torch.testing.assert_close(resumed.model.heads["topic"].classifier.weight, full.model.heads["topic"].classifier.weight)
