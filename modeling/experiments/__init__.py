@@ -1,0 +1,9 @@
+"""Experiment machinery shared by the recipes: configuration, the resumable runner, statistics,
+reports and model cards. Import the submodules directly (``from modeling.experiments.stats import ...``)."""
+
+from .config import ExperimentArguments, parse_recipe_args
+from .results import ResultsStore, atomic_write_json, atomic_write_text
+from .runner import ExperimentRunner, RunOutcome, RunSpec
+
+__all__ = ["ExperimentArguments", "parse_recipe_args", "ResultsStore", "atomic_write_json", "atomic_write_text",
+           "ExperimentRunner", "RunOutcome", "RunSpec"]

@@ -1,0 +1,189 @@
+"""Model cards for the saved arms of an experiment, from the template in ``model_cards/``.
+
+The card's metadata carries a ``model-index`` (one entry per task x evaluation set x metric of the saved
+checkpoint) so that the Hub and :func:`huggingface_hub.metadata_load` can read the results; the body
+documents tasks, architecture, training mixture, per-task results with their seed spread and the p-value
+against the single-task baseline, the shift statistics of the data, limitations and how to load it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .stats import PairedComparison, format_p, summarize
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "multitask_model_card.md"
+
+SHARING_DESCRIPTIONS = {
+    "stl": "none: a single-task model (one encoder, one head)",
+    "hard": "hard parameter sharing: every task's head reads the same encoder",
+    "adapters": "a shared frozen-where-configured encoder with one LoRA adapter per task (PEFT)",
+}
+
+DEFAULT_LIMITATIONS = (
+    "- Trained and evaluated on the data named above only; scores do not transfer to other domains, "
+    "languages or annotation guidelines without evaluation there (see the shift statistics).\n"
+    "- Seeds vary data order and head initialisation only; the spread reported here does not cover "
+    "other hyper-parameters.\n"
+    "- A p-value above the significance level means the experiment could not tell the arms apart, not "
+    "that they are equal.\n"
+    "- Predictions on news about contested topics can encode the annotators' and the sources' biases; "
+    "do not use them to make decisions about people."
+)
+
+
+def _label_preview(labels: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(str(label) for label in labels[:limit])
+    return shown + (f", … (+{len(labels) - limit})" if len(labels) > limit else "")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.{digits}f}" if isinstance(value, float) and value < 0 else f"{value:.{digits}f}"
+
+
+def eval_results_for(
+    run_rows: Sequence[Mapping], dataset_id: str, dataset_name: str, task_type: str = "text-classification"
+) -> list[EvalResult]:
+    """One :class:`EvalResult` per task x evaluation set x metric of one run (the saved checkpoint)."""
+    results = []
+    for row in sorted(run_rows, key=lambda r: (r["task"], r["eval_set"], r["metric"])):
+        results.append(EvalResult(
+            task_type=task_type,
+            task_name=f"{row['task']} ({row['eval_set']})",
+            dataset_type=dataset_id,
+            dataset_name=dataset_name,
+            # model-index groups metrics by (task type, dataset, config, split): the config keeps tasks apart
+            dataset_config=row["task"],
+            dataset_split=row["eval_set"],
+            metric_type=row["metric"],
+            metric_name=f"{row['task']} {row['metric']} ({row['eval_set']})",
+            metric_value=float(row["value"]),
+        ))
+    return results
+
+
+def build_model_card(
+    *,
+    arm: str,
+    seed: int,
+    tasks: Sequence[Mapping],
+    run_rows: Sequence[Mapping],
+    all_rows: Sequence[Mapping],
+    comparisons: Sequence[PairedComparison] = (),
+    base_model: str,
+    model_name: str,
+    recipe: str,
+    sharing: str,
+    model_options: Mapping | None = None,
+    training: Mapping | None = None,
+    dataset_id: str = "synthetic",
+    dataset_name: str = "synthetic multi-task corpus",
+    data_mixture: str = "",
+    shift_statistics: str = "",
+    primary_metric: str = "macro_f1",
+    load_path: str = ".",
+    limitations: str = DEFAULT_LIMITATIONS,
+    template_path: str | Path | None = None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """Render the card of one saved checkpoint.
+
+    Args:
+        arm: the arm's name (``stl``, ``mtl``, ...); ``seed`` the seed of the saved run.
+        tasks: task dicts (``name``, ``level``, ``problem_type``, ``labels``) of the saved model.
+        run_rows: results rows of the saved run (become the ``model-index``).
+        all_rows: results rows of every run of the experiment (mean ± std over seeds).
+        comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row).
+        base_model: the backbone (Hub id or path); ``sharing``: ``stl`` | ``hard`` | ``adapters``.
+    """
+    template_path = Path(template_path or TEMPLATE_PATH)
+    if not template_path.is_file():
+        raise FileNotFoundError(f"model card template {template_path} not found (expected in model_cards/)")
+    model_options = dict(model_options or {})
+    training = dict(training or {})
+    run_rows = list(run_rows)
+    task_names = [t["name"] for t in tasks]
+    base_is_hub_id = not Path(base_model).exists() and base_model.count("/") == 1
+    card_data = ModelCardData(
+        model_name=model_name,
+        base_model=base_model if base_is_hub_id else None,
+        datasets=[dataset_id] if "/" in dataset_id else None,
+        library_name="transformers",
+        license=license,
+        pipeline_tag="text-classification",
+        tags=["multi-task-learning", "text-classification", f"arm-{arm}", *task_names],
+        metrics=sorted({r["metric"] for r in run_rows}),
+        eval_results=eval_results_for(run_rows, dataset_id, dataset_name),
+    )
+
+    arm_summaries = {(s.task, s.eval_set, s.metric): s for s in summarize(r for r in all_rows if r["arm"] == arm)}
+    by_key = {(c.task, c.eval_set, c.metric): c for c in comparisons}
+    results, notes = [], []
+    for row in sorted(run_rows, key=lambda r: (r["task"], r["eval_set"], r["metric"])):
+        key = (row["task"], row["eval_set"], row["metric"])
+        summary = arm_summaries.get(key)
+        comparison = by_key.get(key)
+        results.append({
+            "task": row["task"], "eval_set": row["eval_set"], "metric": row["metric"],
+            "value": f"{float(row['value']):.3f}",
+            "mean_std": summary.formatted() if summary else "n/a",
+            "delta": f"{comparison.mean_difference:+.3f}" if comparison else "—",
+            "p_value": format_p(comparison.p_value) if comparison else "—",
+            "effect": (f"{comparison.effect_size:+.2f}" if comparison and comparison.effect_size is not None else "—"),
+        })
+        if comparison and comparison.note and comparison.note not in notes:
+            notes.append(comparison.note)
+
+    hyperparameters = ", ".join(f"{k}={v}" for k, v in training.items() if k not in ("loss_weighting", "task_sampling"))
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        summary=(f"A {'single' if len(tasks) == 1 else 'multi'}-task text classifier for "
+                 f"{', '.join(task_names)}."),
+        arm=arm, seed=seed, recipe=recipe, num_seeds=len({r['seed'] for r in all_rows if r['arm'] == arm}),
+        base_model=base_model, primary_metric=primary_metric,
+        tasks=[{"name": t["name"], "level": t.get("level", "document"), "problem_type": t.get("problem_type", ""),
+                "num_labels": len(t.get("labels", [])), "label_preview": _label_preview(t.get("labels", []))}
+               for t in tasks],
+        num_frozen_layers=model_options.get("num_frozen_layers", 0),
+        sharing_description=SHARING_DESCRIPTIONS.get(sharing, sharing),
+        pooling=model_options.get("pooling", "cls"), span_pooling=model_options.get("span_pooling", "mean"),
+        max_length=model_options.get("max_length", "n/a"), stride=model_options.get("stride", "n/a"),
+        loss_weighting=training.get("loss_weighting", "equal") if len(tasks) > 1 else "n/a (one task)",
+        task_sampling=training.get("task_sampling", "proportional") if len(tasks) > 1 else "n/a (one task)",
+        data_mixture=data_mixture or dataset_name,
+        seeds=sorted({r["seed"] for r in all_rows if r["arm"] == arm}),
+        hyperparameters=hyperparameters or "defaults",
+        eval_sets=", ".join(sorted({r["eval_set"] for r in run_rows})),
+        results=results, notes=notes,
+        shift_statistics=shift_statistics or "Not computed for this run.",
+        limitations=limitations, load_path=load_path,
+    )
+    return card
+
+
+def push_to_hub(folder: str | Path, repo_id: str, revision: str | None = None, private: bool = True,
+                commit_message: str | None = None, token: str | None = None) -> str:
+    """Upload a saved checkpoint folder (weights, tokenizer, README.md card) to ``repo_id``.
+
+    Each arm goes to its own ``revision`` (a branch named after the arm) so that one repo holds every arm
+    of an experiment; returns the commit URL.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                             commit_message=commit_message or f"Upload {Path(folder).name}")
+    logger.info("pushed %s to %s (revision %s)", folder, repo_id, revision or "main")
+    return str(info)

@@ -1,0 +1,322 @@
+"""``report.md`` and PNG figures for an experiment's results.
+
+The report answers the study's question for the recipe that ran: per-arm mean ± std over seeds, the
+paired Wilcoxon tests against the single-task baseline (with effect sizes and a plain statement when
+there are too few seeds), the negative-transfer table, optional cross-domain matrices, the shift
+statistics of the data, recipe-specific sections and the figures (per-seed scores per arm, cross-domain
+heat maps, per-task learning curves from the trainer's log history).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .results import atomic_write_text  # noqa: E402
+from .stats import (  # noqa: E402
+    MIN_PAIRS_FOR_SIGNIFICANCE,
+    CrossDomainMatrix,
+    compare_arms,
+    format_p,
+    negative_transfer,
+    summarize,
+)
+
+
+def _save(fig, path: Path) -> Path:
+    """Save a figure atomically (temporary file + rename) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def plot_per_seed_scores(rows: Sequence[Mapping], metric: str, path: Path, eval_set: str | None = None,
+                         arm_order: Sequence[str] | None = None) -> Path | None:
+    """One panel per task (x eval set): every seed's score as a dot per arm, the mean as a bar."""
+    selected = [r for r in rows if r["metric"] == metric and (eval_set is None or r["eval_set"] == eval_set)]
+    if not selected:
+        return None
+    panels = sorted({(r["task"], r["eval_set"]) for r in selected})
+    arms = list(arm_order or sorted({r["arm"] for r in selected}))
+    arms = [a for a in arms if any(r["arm"] == a for r in selected)]
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only, for readability
+    for ax, (task, es) in zip(axes.flat, panels):
+        for i, arm in enumerate(arms):
+            vals = [float(r["value"]) for r in selected if r["arm"] == arm and r["task"] == task and r["eval_set"] == es]
+            if not vals:
+                continue
+            ax.bar(i, np.mean(vals), color=f"C{i}", alpha=0.35, width=0.6)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, color=f"C{i}", edgecolor="black", zorder=3, s=22)
+        ax.set_xticks(range(len(arms)), arms, rotation=20)
+        ax.set_title(f"{task} — {es}", fontsize=10)
+        ax.set_ylabel(metric)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"Per-seed {metric} by arm (dots: seeds, bars: mean)")
+    return _save(fig, path)
+
+
+def plot_cross_domain_matrix(matrix: CrossDomainMatrix, path: Path, title: str | None = None) -> Path:
+    """Heat map of a train x test matrix with the mean (± std) in every cell."""
+    values = np.array(matrix.values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(matrix.test_domains), 1.2 + 1.0 * len(matrix.train_domains)))
+    image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values) if np.isfinite(values).any() else 0)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}\n±{matrix.stds[i][j]:.2f}", ha="center", va="center",
+                        color="white" if values[i, j] < np.nanmean(values) else "black", fontsize=8)
+    ax.set_xticks(range(len(matrix.test_domains)), matrix.test_domains)
+    ax.set_yticks(range(len(matrix.train_domains)), matrix.train_domains)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained on")
+    ax.set_title(title or f"{matrix.task}: {matrix.metric}")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def learning_curve_series(log_history: Sequence[Mapping], task: str) -> dict[str, tuple[list, list]]:
+    """Series ``name -> (steps, values)`` for one task from a trainer log history.
+
+    Picks the task's own training loss (any key naming the task and ``loss``), falling back to the total
+    ``loss``, and the task's evaluation metrics (``eval_{task}_...``) when evaluated more than once.
+    """
+    series: dict[str, tuple[list, list]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        for key, value in entry.items():
+            if not isinstance(value, (int, float)) or key in ("step", "epoch"):
+                continue
+            is_task_loss = task in key and "loss" in key and not key.startswith("eval_")
+            is_task_eval = key.startswith(f"eval_{task}_")
+            if is_task_loss or is_task_eval or key == "loss":
+                steps, vals = series.setdefault(key, ([], []))
+                steps.append(step)
+                vals.append(float(value))
+    task_losses = [k for k in series if task in k and "loss" in k and not k.startswith("eval_")]
+    if task_losses:
+        series.pop("loss", None)
+    elif any(k.startswith("loss_") for entry in log_history for k in entry):
+        return {}  # the run logs per-task losses but not this task's: it did not train this task
+    return {k: v for k, v in series.items() if len(v[0]) > 1 or not k.startswith("eval_")}
+
+
+def plot_learning_curves(histories: Mapping[str, tuple[str, Sequence[Mapping]]], tasks: Sequence[str],
+                         path: Path) -> Path | None:
+    """One panel per task; one line per run (``histories``: run_id -> (arm, log history)) coloured by arm."""
+    if not histories or not tasks:
+        return None
+    arms = sorted({arm for arm, _ in histories.values()})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.4), squeeze=False)
+    drawn = False
+    for ax, task in zip(axes.flat, tasks):
+        labelled = set()
+        for run_id, (arm, history) in sorted(histories.items()):
+            for key, (steps, vals) in learning_curve_series(history, task).items():
+                if key.startswith("eval_"):
+                    continue
+                label = arm if arm not in labelled else None
+                labelled.add(arm)
+                ax.plot(steps, vals, color=f"C{arms.index(arm)}", alpha=0.55, linewidth=1, label=label)
+                drawn = True
+        ax.set_title(f"{task}: training loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if labelled:
+            ax.legend(fontsize=8)
+    if not drawn:
+        plt.close(fig)
+        return None
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def arm_table(rows: Sequence[Mapping], metric: str, arm_order: Sequence[str] | None = None) -> str:
+    summaries = summarize(rows, metric=metric)
+    arms = list(arm_order or sorted({s.arm for s in summaries}))
+    arms = [a for a in arms if any(s.arm == a for s in summaries)]
+    keys = sorted({(s.task, s.eval_set) for s in summaries})
+    index = {(s.arm, s.task, s.eval_set): s for s in summaries}
+    body = []
+    for task, es in keys:
+        cells = []
+        for arm in arms:
+            s = index.get((arm, task, es))
+            cells.append(f"{s.formatted()} (n={s.n})" if s else "—")
+        body.append([task, es, *cells])
+    return markdown_table(["Task", "Eval set", *arms], body)
+
+
+def comparison_table(comparisons) -> str:
+    body = []
+    for c in comparisons:
+        verdict = "yes" if c.significant else ("no" if c.p_value is not None and c.n_pairs >= MIN_PAIRS_FOR_SIGNIFICANCE else "untestable" if c.n_pairs < MIN_PAIRS_FOR_SIGNIFICANCE else "no")
+        effect = f"{c.effect_size:+.2f}" if c.effect_size is not None else "—"
+        body.append([f"{c.arm_a} − {c.arm_b}", c.task, c.eval_set, f"{c.mean_difference:+.3f}", c.n_pairs,
+                     format_p(c.p_value), effect, verdict])
+    return markdown_table(["Comparison", "Task", "Eval set", "Mean Δ", "Pairs", "p (Wilcoxon)", "Rank-biserial r", f"p < α"], body)
+
+
+def shift_statistics_markdown(shift) -> str:
+    """Render shift statistics given as markdown, a mapping, or a list of row dicts."""
+    if shift is None:
+        return "Not computed."
+    if isinstance(shift, str):
+        return shift
+    if hasattr(shift, "to_markdown"):
+        try:
+            return shift.to_markdown()
+        except ImportError:  # pandas needs `tabulate` for to_markdown
+            shift = shift.to_dict(orient="records")
+    if isinstance(shift, Mapping):
+        flat = []
+        for key, value in shift.items():
+            if isinstance(value, Mapping):
+                flat.extend([f"{key}.{k}", _short(v)] for k, v in value.items())
+            else:
+                flat.append([key, _short(value)])
+        return markdown_table(["Statistic", "Value"], flat)
+    if isinstance(shift, Sequence) and shift and isinstance(shift[0], Mapping):
+        header = list(shift[0])
+        return markdown_table(header, [[_short(r.get(h)) for h in header] for r in shift])
+    return str(shift)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return ", ".join(_short(v) for v in value[:8]) + ", …"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        text = ", ".join(f"{k}: {_short(v)}" for k, v in items[:8])
+        return text + (", …" if len(items) > 8 else "")
+    return str(value)
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report needs besides the results rows."""
+
+    title: str
+    question: str
+    primary_metric: str = "macro_f1"
+    baseline: str = "stl"
+    arm_order: list[str] | None = None
+    extra_comparisons: list[tuple[str, str]] = field(default_factory=list)  # (arm_a, arm_b) pairs to test too
+    alpha: float = 0.05
+    setup: Mapping | None = None
+    shift_statistics: object = None
+    cross_domain: list[CrossDomainMatrix] = field(default_factory=list)
+    learning_curves: Mapping[str, tuple[str, Sequence[Mapping]]] = field(default_factory=dict)
+    tasks: list[str] = field(default_factory=list)
+    extra_sections: list[tuple[str, str]] = field(default_factory=list)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: ReportInputs) -> Path:
+    """Write ``<output_dir>/report.md`` and ``<output_dir>/figures/*.png``; returns the report's path."""
+    output_dir = Path(output_dir)
+    figures_dir = output_dir / "figures"
+    metric, baseline = inputs.primary_metric, inputs.baseline
+    arms_present = sorted({r["arm"] for r in rows})
+    seeds_present = sorted({r["seed"] for r in rows})
+    lines = [f"# {inputs.title}", "", f"**Question.** {inputs.question}", ""]
+    if inputs.setup:
+        lines += ["## Setup", "", markdown_table(["Option", "Value"], [[k, _short(v)] for k, v in inputs.setup.items()]), ""]
+    lines += [f"Arms: {', '.join(arms_present)}; seeds: {seeds_present} ({len(seeds_present)} per arm); "
+              f"{len(rows)} results rows.", ""]
+
+    lines += [f"## Results ({metric}, mean ± std over seeds)", "", arm_table(rows, metric, inputs.arm_order), ""]
+    other_metrics = sorted({r["metric"] for r in rows} - {metric})
+    for other in other_metrics:
+        lines += [f"<details><summary>{other}</summary>", "", arm_table(rows, other, inputs.arm_order), "", "</details>", ""]
+
+    comparisons = []
+    if baseline in arms_present:
+        for arm in (inputs.arm_order or arms_present):
+            if arm != baseline and arm in arms_present:
+                comparisons += compare_arms(rows, arm, baseline, metric, alpha=inputs.alpha)
+    for a, b in inputs.extra_comparisons:
+        if a in arms_present and b in arms_present:
+            comparisons += compare_arms(rows, a, b, metric, alpha=inputs.alpha)
+    lines += ["## Paired tests", "",
+              f"Two-sided Wilcoxon signed-rank tests (`scipy.stats.wilcoxon`) pairing runs by seed; effect size: "
+              f"matched-pairs rank-biserial correlation r (positive: first arm better); α = {inputs.alpha}.", ""]
+    if comparisons:
+        lines += [comparison_table(comparisons), ""]
+        notes = sorted({c.note for c in comparisons if c.note})
+        lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+    else:
+        lines += ["No pair of arms shares tasks and seeds: nothing to test.", ""]
+
+    if baseline in arms_present and len(arms_present) > 1:
+        nt = negative_transfer(rows, baseline=baseline, metric=metric, alpha=inputs.alpha)
+        body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value),
+                 "significant" if c.significant else ("not significant" if c.n_pairs >= MIN_PAIRS_FOR_SIGNIFICANCE else "too few seeds"),
+                 "negative transfer" if c.mean_difference < 0 else "no loss"] for c in nt.comparisons]
+        lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
+                  markdown_table(["Task", "Eval set", "Arm", "Δ", "p", "Significance", "Direction"], body), "",
+                  f"**{nt.summary_sentence()}**", ""]
+
+    for i, matrix in enumerate(inputs.cross_domain):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", matrix.task).strip("_")
+        figure = plot_cross_domain_matrix(matrix, figures_dir / f"cross_domain_{slug}_{i}.png")
+        header = ["trained on \\ evaluated on", *matrix.test_domains]
+        body = [[tr, *[f"{matrix.values[a][b]:.3f} ± {matrix.stds[a][b]:.3f}" for b in range(len(matrix.test_domains))]]
+                for a, tr in enumerate(matrix.train_domains)]
+        lines += [f"## Cross-domain matrix: {matrix.task} ({matrix.metric})", "", markdown_table(header, body), "",
+                  f"![cross-domain matrix]({figure.relative_to(output_dir)})", ""]
+        asym = matrix.asymmetry()
+        if asym:
+            lines += ["Asymmetry (a→b minus b→a) and the drop from in-domain training:", "",
+                      markdown_table(["Pair", "a→b", "b→a", "Asymmetry", "Drop on b", "Drop on a"],
+                                     [[x["pair"], f"{x['a_to_b']:.3f}", f"{x['b_to_a']:.3f}", f"{x['asymmetry']:+.3f}",
+                                       f"{x['drop_on_b']:+.3f}", f"{x['drop_on_a']:+.3f}"] for x in asym]), ""]
+
+    for title, body in inputs.extra_sections:
+        lines += [f"## {title}", "", body, ""]
+
+    lines += ["## Shift statistics of the data used", "", shift_statistics_markdown(inputs.shift_statistics), ""]
+
+    lines += ["## Figures", ""]
+    per_seed = plot_per_seed_scores(rows, metric, figures_dir / "per_seed_scores.png", arm_order=inputs.arm_order)
+    if per_seed:
+        lines += [f"![per-seed scores]({per_seed.relative_to(output_dir)})", ""]
+    tasks = inputs.tasks or sorted({r["task"] for r in rows})
+    curves = plot_learning_curves(inputs.learning_curves, tasks, figures_dir / "learning_curves.png")
+    if curves:
+        lines += [f"![learning curves]({curves.relative_to(output_dir)})", ""]
+
+    if inputs.outputs:
+        lines += ["## Outputs", "", *[f"- {name}: `{where}`" for name, where in inputs.outputs.items()], ""]
+    path = output_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,289 @@
+"""Statistics over the results of an ablation: mean +- std per arm, paired Wilcoxon tests, effect sizes.
+
+Every function works on *results rows* (dicts with at least ``arm``, ``seed``, ``task``, ``eval_set``,
+``metric`` and ``value``, as written to ``results.jsonl`` by :mod:`modeling.experiments.runner`).
+
+Arms are compared *paired by seed*: seed ``s`` of arm A is matched with seed ``s`` of arm B, because the
+seed fixes the data order and the head initialisation, so the difference isolates the arm. The test is
+the two-sided Wilcoxon signed-rank test of :func:`scipy.stats.wilcoxon`; its effect size is the
+matched-pairs rank-biserial correlation (Kerby, 2014): ``(W+ - W-) / (W+ + W-)``, in [-1, 1], positive
+when the first arm scores higher.
+
+With ``n`` non-zero paired differences the smallest two-sided p-value the exact test can produce is
+``2 / 2**n``; below 6 pairs that is above 0.05, so no amount of improvement can be "significant". The
+comparisons say so in plain words instead of printing a meaningless p-value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+#: Below this many pairs a two-sided Wilcoxon signed-rank test cannot reach p < 0.05.
+MIN_PAIRS_FOR_SIGNIFICANCE = 6
+
+
+def min_achievable_p_value(n_pairs: int) -> float:
+    """Smallest two-sided p-value of the exact Wilcoxon signed-rank test with ``n_pairs`` non-zero pairs."""
+    if n_pairs <= 0:
+        return 1.0
+    return min(1.0, 2.0 / 2.0**n_pairs)
+
+
+@dataclass
+class ArmSummary:
+    """Mean and sample standard deviation of one metric of one arm over its seeds."""
+
+    arm: str
+    task: str
+    eval_set: str
+    metric: str
+    n: int
+    mean: float
+    std: float
+    values: dict[int, float] = field(default_factory=dict)  # seed -> value
+
+    def formatted(self, digits: int = 3) -> str:
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class PairedComparison:
+    """Arm A against arm B on one task / evaluation set / metric, paired by seed."""
+
+    arm_a: str
+    arm_b: str
+    task: str
+    eval_set: str
+    metric: str
+    n_pairs: int
+    mean_difference: float  # mean over seeds of (A - B)
+    statistic: float | None  # Wilcoxon W (smaller of the signed-rank sums), None when not computable
+    p_value: float | None
+    effect_size: float | None  # matched-pairs rank-biserial correlation, positive when A > B
+    seeds: list[int] = field(default_factory=list)
+    note: str = ""
+    alpha: float = 0.05
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < self.alpha
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["significant"] = self.significant
+        return out
+
+
+def rank_biserial(differences: Sequence[float]) -> float | None:
+    """Matched-pairs rank-biserial correlation of paired differences (zeros dropped, ties mid-ranked).
+
+    Returns ``(W+ - W-) / (W+ + W-)`` where ``W+`` / ``W-`` are the sums of the ranks of ``|d|`` over the
+    positive / negative differences, or None when every difference is zero.
+    """
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return None
+    ranks = scipy_stats.rankdata(np.abs(d))
+    w_plus = float(ranks[d > 0].sum())
+    w_minus = float(ranks[d < 0].sum())
+    return (w_plus - w_minus) / (w_plus + w_minus)
+
+
+def filter_rows(rows: Iterable[Mapping], **criteria) -> list[Mapping]:
+    """Rows whose fields equal every given criterion (a criterion of None matches anything)."""
+    wanted = {k: v for k, v in criteria.items() if v is not None}
+    return [r for r in rows if all(r.get(k) == v for k, v in wanted.items())]
+
+
+def values_by_seed(rows: Iterable[Mapping], arm: str, task: str, eval_set: str, metric: str) -> dict[int, float]:
+    """``{seed: value}`` for one arm / task / eval set / metric; a duplicated seed is an error."""
+    out: dict[int, float] = {}
+    for row in filter_rows(rows, arm=arm, task=task, eval_set=eval_set, metric=metric):
+        seed = int(row["seed"])
+        if seed in out:
+            raise ValueError(
+                f"duplicate results row for arm={arm!r} seed={seed} task={task!r} eval_set={eval_set!r} "
+                f"metric={metric!r}: results.jsonl must hold one row per run x task x eval set x metric"
+            )
+        out[seed] = float(row["value"])
+    return out
+
+
+def summarize(rows: Iterable[Mapping], metric: str | None = None) -> list[ArmSummary]:
+    """Mean +- sample std (ddof=1; 0 for a single seed) of every (arm, task, eval_set, metric) group."""
+    groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        if metric is not None and row["metric"] != metric:
+            continue
+        key = (row["arm"], row["task"], row["eval_set"], row["metric"])
+        groups[key][int(row["seed"])] = float(row["value"])
+    summaries = []
+    for (arm, task, eval_set, met), values in groups.items():
+        arr = np.array([values[s] for s in sorted(values)], dtype=float)
+        std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+        summaries.append(ArmSummary(arm, task, eval_set, met, int(arr.size), float(arr.mean()), std,
+                                    {s: values[s] for s in sorted(values)}))
+    return sorted(summaries, key=lambda s: (s.task, s.eval_set, s.metric, s.arm))
+
+
+def paired_comparison(
+    values_a: Mapping[int, float],
+    values_b: Mapping[int, float],
+    *,
+    arm_a: str = "a",
+    arm_b: str = "b",
+    task: str = "",
+    eval_set: str = "",
+    metric: str = "",
+    alpha: float = 0.05,
+) -> PairedComparison:
+    """Two-sided Wilcoxon signed-rank test of A against B over the seeds both arms have."""
+    seeds = sorted(set(values_a) & set(values_b))
+    a = np.array([values_a[s] for s in seeds], dtype=float)
+    b = np.array([values_b[s] for s in seeds], dtype=float)
+    diff = a - b
+    n = len(seeds)
+    mean_diff = float(diff.mean()) if n else float("nan")
+    common = dict(arm_a=arm_a, arm_b=arm_b, task=task, eval_set=eval_set, metric=metric, n_pairs=n,
+                  mean_difference=mean_diff, seeds=seeds, alpha=alpha)
+    if n == 0:
+        return PairedComparison(statistic=None, p_value=None, effect_size=None,
+                                note=f"no seed in common between {arm_a} and {arm_b}: nothing to compare", **common)
+    nonzero = int(np.count_nonzero(diff))
+    effect = rank_biserial(diff)
+    if nonzero == 0:
+        return PairedComparison(statistic=None, p_value=1.0, effect_size=None,
+                                note="identical scores on every seed: no difference to test", **common)
+    result = scipy_stats.wilcoxon(a, b, alternative="two-sided", zero_method="wilcox")
+    p_value = float(result.pvalue)
+    note = ""
+    if nonzero < MIN_PAIRS_FOR_SIGNIFICANCE:
+        note = (
+            f"only {nonzero} non-tied seed pair(s): the smallest p-value a two-sided Wilcoxon test can give "
+            f"is {min_achievable_p_value(nonzero):.3g}, so p < {alpha} is unreachable; run at least "
+            f"{MIN_PAIRS_FOR_SIGNIFICANCE} seeds per arm to test this difference"
+        )
+    return PairedComparison(statistic=float(result.statistic), p_value=p_value,
+                            effect_size=effect, note=note, **common)
+
+
+def compare_arms(
+    rows: Sequence[Mapping], arm_a: str, arm_b: str, metric: str, eval_set: str | None = None, alpha: float = 0.05
+) -> list[PairedComparison]:
+    """:func:`paired_comparison` of ``arm_a`` vs ``arm_b`` for every task (and eval set) both arms have."""
+    keys_a = {(r["task"], r["eval_set"]) for r in filter_rows(rows, arm=arm_a, metric=metric, eval_set=eval_set)}
+    keys_b = {(r["task"], r["eval_set"]) for r in filter_rows(rows, arm=arm_b, metric=metric, eval_set=eval_set)}
+    out = []
+    for task, es in sorted(keys_a & keys_b):
+        out.append(paired_comparison(
+            values_by_seed(rows, arm_a, task, es, metric), values_by_seed(rows, arm_b, task, es, metric),
+            arm_a=arm_a, arm_b=arm_b, task=task, eval_set=es, metric=metric, alpha=alpha,
+        ))
+    return out
+
+
+@dataclass
+class NegativeTransfer:
+    """The negative-transfer table: for each task, every multi-task arm minus the single-task baseline."""
+
+    baseline: str
+    metric: str
+    comparisons: list[PairedComparison]
+
+    @property
+    def worst(self) -> PairedComparison | None:
+        """The comparison with the most negative mean difference (the worst degradation), if any."""
+        if not self.comparisons:
+            return None
+        return min(self.comparisons, key=lambda c: c.mean_difference)
+
+    def degraded_tasks(self) -> list[PairedComparison]:
+        return [c for c in self.comparisons if c.mean_difference < 0]
+
+    def summary_sentence(self) -> str:
+        worst = self.worst
+        if worst is None:
+            return f"No multi-task arm shares a task with the {self.baseline} baseline: no transfer to report."
+        if worst.mean_difference >= 0:
+            return (f"No negative transfer: every multi-task arm matches or beats {self.baseline} on every "
+                    f"task ({self.metric}).")
+        verdict = ("significant" if worst.significant else
+                   "not significant" if worst.p_value is not None else "not testable")
+        return (
+            f"Worst degradation: {worst.arm_a} on {worst.task} ({worst.eval_set}) is "
+            f"{-worst.mean_difference:.3f} {self.metric} below {self.baseline} "
+            f"(p = {format_p(worst.p_value)}, {verdict})."
+        )
+
+
+def negative_transfer(
+    rows: Sequence[Mapping], baseline: str = "stl", metric: str = "macro_f1", eval_set: str | None = None,
+    alpha: float = 0.05,
+) -> NegativeTransfer:
+    """Multi-task minus single-task, per task and evaluation set, for every arm other than ``baseline``."""
+    arms = sorted({r["arm"] for r in rows} - {baseline})
+    comparisons = []
+    for arm in arms:
+        comparisons.extend(compare_arms(rows, arm, baseline, metric, eval_set=eval_set, alpha=alpha))
+    return NegativeTransfer(baseline=baseline, metric=metric, comparisons=comparisons)
+
+
+def format_p(p_value: float | None) -> str:
+    if p_value is None or (isinstance(p_value, float) and math.isnan(p_value)):
+        return "n/a"
+    return f"{p_value:.3g}" if p_value >= 1e-3 else f"{p_value:.1e}"
+
+
+@dataclass
+class CrossDomainMatrix:
+    """Mean score of models trained on each domain (rows) evaluated on each domain (columns)."""
+
+    train_domains: list[str]
+    test_domains: list[str]
+    values: list[list[float]]  # [train][test], NaN where missing
+    stds: list[list[float]]
+    metric: str
+    task: str
+
+    def value(self, train: str, test: str) -> float:
+        return self.values[self.train_domains.index(train)][self.test_domains.index(test)]
+
+    def asymmetry(self) -> list[dict]:
+        """For every unordered pair of domains present on both axes: M[a->b] - M[b->a], plus each
+        direction's drop from in-domain (M[b->b] - M[a->b]: how much training on a loses on b)."""
+        common = [d for d in self.train_domains if d in self.test_domains]
+        out = []
+        for i, a in enumerate(common):
+            for b in common[i + 1:]:
+                ab, ba = self.value(a, b), self.value(b, a)
+                out.append({
+                    "pair": f"{a} ↔ {b}", "a_to_b": ab, "b_to_a": ba, "asymmetry": ab - ba,
+                    "drop_on_b": self.value(b, b) - ab, "drop_on_a": self.value(a, a) - ba,
+                })
+        return out
+
+
+def cross_domain_matrix(
+    rows: Sequence[Mapping], task: str, metric: str, train_field: str = "train_domain", arm: str | None = None
+) -> CrossDomainMatrix:
+    """Aggregate rows into a train-domain x test-domain (``eval_set``) matrix of seed means."""
+    selected = [r for r in filter_rows(rows, task=task, metric=metric, arm=arm) if r.get(train_field) is not None]
+    if not selected:
+        raise ValueError(f"no results rows with a {train_field!r} field for task={task!r} metric={metric!r}")
+    train_domains = sorted({str(r[train_field]) for r in selected})
+    test_domains = sorted({str(r["eval_set"]) for r in selected})
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in selected:
+        cells[(str(r[train_field]), str(r["eval_set"]))].append(float(r["value"]))
+    values = [[float(np.mean(cells[(tr, te)])) if cells.get((tr, te)) else float("nan") for te in test_domains]
+              for tr in train_domains]
+    stds = [[float(np.std(cells[(tr, te)], ddof=1)) if len(cells.get((tr, te), [])) > 1 else 0.0
+             for te in test_domains] for tr in train_domains]
+    return CrossDomainMatrix(train_domains, test_domains, values, stds, metric, task)

@@ -1,0 +1,32 @@
+"""Architecture comparison: single-task models (stl) vs hard parameter sharing (mtl) vs per-task adapters
+(mtl_adapters), on narratives and entity framing, over several seeds.
+
+What it changes: only the architecture. Data, backbone, steps and seeds are the same for every arm, and runs
+are paired by seed, so the report's Wilcoxon tests answer "does multi-task training help here, and is that
+more than chance?".
+
+    accelerate launch recipes/architecture_comparison.py                 # synthetic corpus, MiniLM, 6 seeds
+    accelerate launch recipes/architecture_comparison.py --config recipes/configs/architecture_comparison.yaml \
+        --data_dir ../shared/data/semeval2025_task10_sample --seeds 0 1 2
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from modeling.experiments.config import ExperimentArguments, parse_recipe_args
+from modeling.experiments.study import Study
+
+
+def main(argv=None):
+    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    study = Study(args, "architecture_comparison", "Architecture comparison: stl vs mtl vs mtl_adapters",
+                  "Does sharing one encoder between the tasks (hard sharing or per-task adapters) beat one model per task?")
+    tasks = study.task_names()
+    rows = study.run(study.architecture_specs(tasks))
+    return study.finish(rows, arm_order=["stl", "mtl", "mtl_adapters"], extra_comparisons=[("mtl", "mtl_adapters")], tasks=tasks)
+
+
+if __name__ == "__main__":
+    main()

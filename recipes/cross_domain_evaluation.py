@@ -1,0 +1,57 @@
+"""Cross-domain evaluation: models trained on each domain (and on both) are evaluated on every domain.
+
+What it changes: the training domain. The report shows, per task and architecture, the train x test matrix
+of scores as a heat map and its asymmetry (how much training on A loses on B versus B on A).
+
+    accelerate launch recipes/cross_domain_evaluation.py --arms stl mtl --seeds 0 1 2 3 4 5
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from data_prep.ablations import per_domain_eval_sets
+from modeling.experiments.config import ExperimentArguments, parse_recipe_args
+from modeling.experiments.stats import cross_domain_matrix
+from modeling.experiments.study import Study
+
+BOTH = "both"
+
+
+def main(argv=None):
+    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    study = Study(args, "cross_domain_evaluation", "Cross-domain evaluation: the train x test domain matrix",
+                  "How well does a model trained on one domain do on the other, and is the loss symmetric?")
+    tasks = study.task_names()
+    train_domains = [*study.data.domains(), BOTH]
+    subsets = {d: study.data.train.filter(lambda row, d=d: row["domain"] == d) for d in study.data.domains()}
+    subsets[BOTH] = study.data.train
+    specs = []
+    for domain in train_domains:
+        specs += study.architecture_specs(tasks, condition={"train_domain": domain}, arm_suffix=f"@{domain}")
+
+    def examples_for(spec):
+        data = subsets[spec.condition["train_domain"]]
+        if len(spec.tasks) == 1:
+            from data_prep.ablations import single_task_examples
+
+            return single_task_examples(data, spec.tasks[0], list(study.data.tasks))
+        return data
+
+    test_sets = dict(per_domain_eval_sets(study.data.test))
+    rows = study.run(specs, examples_for=examples_for, eval_sets_for=lambda spec: test_sets)
+    matrices = []
+    for arm in args.arms:
+        arm_rows = [r for r in rows if r["arm"].split("@")[0] == arm and r["eval_set"] != "validation"]
+        for task in tasks:
+            matrix = cross_domain_matrix([{**r, "arm": arm} for r in arm_rows], task=task, metric=args.primary_metric, arm=arm)
+            matrix.task = f"{task} [{arm}]"
+            matrices.append(matrix)
+    comparisons = [(f"mtl@{d}", f"stl@{d}") for d in train_domains if "mtl" in args.arms and "stl" in args.arms]
+    arm_order = [f"{a}@{d}" for d in train_domains for a in args.arms]
+    return study.finish(rows, arm_order=arm_order, extra_comparisons=comparisons, cross_domain=matrices, tasks=tasks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Cross-domain training: the primary task is trained on one domain only; its auxiliary task comes either
+from the same domain or from the other one.
+
+What it changes: only the domain of the auxiliary task's labels. The question: when the primary task has no
+labels in domain B, does training the auxiliary task on domain B recover the primary task's performance
+there (compared with a single-task model and with an auxiliary task from the primary's own domain)?
+
+    accelerate launch recipes/cross_domain_training.py --primary_domain URW --seeds 0 1 2 3 4 5
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from dataclasses import dataclass, field
+
+from data_prep.ablations import cross_domain_examples, per_domain_eval_sets, single_task_examples
+from modeling.experiments.config import ExperimentArguments, parse_recipe_args
+from modeling.experiments.runner import RunSpec
+from modeling.experiments.study import Study
+
+
+@dataclass
+class CrossDomainTrainingArguments:
+    primary_task: str = field(default="narratives", metadata={"help": "Task kind whose labels come from --primary_domain only."})
+    primary_domain: str = field(default="URW", metadata={"help": "Domain of the primary task's training labels."})
+
+
+def main(argv=None):
+    args, recipe = parse_recipe_args([ExperimentArguments, CrossDomainTrainingArguments], argv)
+    study = Study(args, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
+                  f"With {recipe.primary_task} labelled only on {recipe.primary_domain}, does an auxiliary task trained on "
+                  "the other domain carry the primary task over there?")
+    tasks = study.task_names()
+    primary = next(t for t in tasks if t.startswith(recipe.primary_task))
+    auxiliary = [t for t in tasks if t != primary]
+    domains = study.data.domains()
+    if recipe.primary_domain not in domains:
+        raise ValueError(f"--primary_domain {recipe.primary_domain!r} is not a domain of the data ({domains})")
+    other = next(d for d in domains if d != recipe.primary_domain)
+    train = study.data.train
+    in_primary_domain = train.filter(lambda row: row["domain"] == recipe.primary_domain)
+    mixtures = {
+        "stl": single_task_examples(in_primary_domain, primary, list(study.data.tasks)),
+        "mtl_aux_same_domain": cross_domain_examples(train, {primary: recipe.primary_domain, **{a: recipe.primary_domain for a in auxiliary}}),
+        "mtl_aux_other_domain": cross_domain_examples(train, {primary: recipe.primary_domain, **{a: other for a in auxiliary}}),
+    }
+    specs = []
+    for seed in args.seeds:
+        specs.append(RunSpec("stl", seed, [primary], sharing="stl", condition={"train_domain": recipe.primary_domain}))
+        for arm in ("mtl_aux_same_domain", "mtl_aux_other_domain"):
+            aux_domain = recipe.primary_domain if arm == "mtl_aux_same_domain" else other
+            specs.append(RunSpec(arm, seed, [primary, *auxiliary], condition={"train_domain": recipe.primary_domain, "aux_domain": aux_domain}))
+    test_sets = dict(per_domain_eval_sets(study.data.test))
+    rows = study.run(specs, examples_for=lambda spec: mixtures[spec.arm], eval_sets_for=lambda spec: test_sets)
+    return study.finish(rows, arm_order=list(mixtures), extra_comparisons=[("mtl_aux_other_domain", "mtl_aux_same_domain")],
+                        tasks=[primary, *auxiliary],
+                        data_mixture=f"{primary} labels from {recipe.primary_domain}; auxiliary labels from {recipe.primary_domain} or {other} (per arm)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Model cards and reports generated from results rows."""
+
+import re
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard, metadata_load
+
+from modeling.experiments.cards import TEMPLATE_PATH, build_model_card
+from modeling.experiments.report import ReportInputs, write_report
+from modeling.experiments.stats import compare_arms, cross_domain_matrix
+
+TASKS = [
+    {"name": "narratives", "level": "document", "problem_type": "multi_label_classification", "labels": [f"N{i}" for i in range(9)]},
+    {"name": "roles", "level": "span", "problem_type": "single_label_classification", "labels": ["Protagonist", "Antagonist", "Innocent"]},
+]
+
+
+def results(seeds=range(6)):
+    rng = np.random.default_rng(1)
+    rows = []
+    for arm, shift in (("stl", 0.0), ("mtl", 0.04), ("mtl_adapters", 0.02)):
+        for seed in seeds:
+            for task in ("narratives", "roles"):
+                for metric in ("macro_f1", "micro_f1", "exact_match"):
+                    rows.append({"arm": arm, "seed": seed, "task": task, "eval_set": "test", "metric": metric,
+                                 "value": float(0.5 + shift + rng.normal(0, 0.01)), "run_id": f"{arm}__seed{seed}"})
+    return rows
+
+
+def test_card_metadata_parses_and_matches_results(tmp_path):
+    rows = results()
+    run_rows = [r for r in rows if r["run_id"] == "mtl__seed3"]
+    comparisons = compare_arms(rows, "mtl", "stl", "macro_f1")
+    card = build_model_card(arm="mtl", seed=3, tasks=TASKS, run_rows=run_rows, all_rows=rows, comparisons=comparisons,
+                            base_model="sentence-transformers/all-MiniLM-L6-v2", model_name="mtl-test",
+                            recipe="architecture_comparison", sharing="hard",
+                            model_options={"num_frozen_layers": 4, "max_length": 128, "stride": 32},
+                            training={"loss_weighting": "equal", "learning_rate": 5e-4},
+                            shift_statistics="| a | b |\n|---|---|\n| 1 | 2 |", load_path="org/mtl-test")
+    path = tmp_path / "README.md"
+    card.save(path)
+
+    meta = metadata_load(path)
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "multi-task-learning" in meta["tags"]
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "mtl-test"
+    loaded = ModelCard.load(path)
+    parsed = {(e.task_name, e.metric_type): e.metric_value for e in loaded.data.eval_results}
+    expected = {(f"{r['task']} ({r['eval_set']})", r["metric"]): pytest.approx(r["value"]) for r in run_rows}
+    assert parsed == expected
+    for e in loaded.data.eval_results:
+        assert re.fullmatch(r"(narratives|roles) \(test\)", e.task_name)
+        assert e.metric_type in {"macro_f1", "micro_f1", "exact_match"}
+    body = loaded.text
+    for needle in ("## Tasks and labels", "Protagonist", "hard parameter sharing", "## Limitations",
+                   "AutoModel.from_pretrained(\"org/mtl-test\")", "Wilcoxon", "## Shift statistics"):
+        assert needle in body, needle
+    # the body reports the p-value of the comparison against stl for the primary metric
+    comp = next(c for c in comparisons if c.task == "roles")
+    assert f"{comp.mean_difference:+.3f}" in body
+
+
+def test_card_template_is_shipped_and_missing_template_is_clear(tmp_path):
+    assert TEMPLATE_PATH.is_file()
+    with pytest.raises(FileNotFoundError, match="template"):
+        build_model_card(arm="stl", seed=0, tasks=TASKS[:1], run_rows=[], all_rows=[], base_model="x/y",
+                         model_name="m", recipe="r", sharing="stl", template_path=tmp_path / "nope.md")
+
+
+def test_report_has_arms_tests_transfer_and_figures(tmp_path):
+    rows = results()
+    for r in rows:
+        r["train_domain"] = "cc" if r["seed"] % 2 else "urw"
+    history = [{"step": s, "loss": 1 / s, "narratives_loss": 1.2 / s, "roles_loss": 0.8 / s} for s in range(1, 6)]
+    matrix = cross_domain_matrix(rows, task="roles", metric="macro_f1", arm="mtl")
+    report = write_report(tmp_path, rows, ReportInputs(
+        title="Architecture comparison", question="Does MTL help?", arm_order=["stl", "mtl", "mtl_adapters"],
+        extra_comparisons=[("mtl", "mtl_adapters")], shift_statistics={"label_shift": {"jsd": 0.12}},
+        cross_domain=[matrix], learning_curves={"mtl__seed0": ("mtl", history), "stl__seed0": ("stl", history)},
+        tasks=["narratives", "roles"], outputs={"results": str(tmp_path / "results.jsonl")}))
+    text = report.read_text()
+    for arm in ("stl", "mtl", "mtl_adapters"):
+        assert f"| {arm}" in text or f" {arm} |" in text
+    assert "mtl − stl" in text and "mtl − mtl_adapters" in text
+    assert "Negative transfer" in text and "Cross-domain matrix" in text and "label_shift.jsd" in text
+    for figure in ("per_seed_scores.png", "learning_curves.png", "cross_domain_roles_0.png"):
+        assert (tmp_path / "figures" / figure).stat().st_size > 1000
+        assert f"figures/{figure}" in text
+
+
+def test_report_states_when_too_few_seeds(tmp_path):
+    text = write_report(tmp_path, results(seeds=range(3)), ReportInputs(title="t", question="q")).read_text()
+    assert "unreachable" in text and "untestable" in text
+
+
+def test_learning_curves_plot_a_task_only_for_runs_that_trained_it():
+    from modeling.experiments.report import learning_curve_series
+
+    stl_a = [{"step": s, "loss": 1 / s, "loss_a": 1 / s} for s in (1, 2, 3)]
+    assert set(learning_curve_series(stl_a, "a")) == {"loss_a"}
+    assert learning_curve_series(stl_a, "b") == {}
+    plain = [{"step": s, "loss": 1 / s} for s in (1, 2)]  # no per-task keys: the total loss stands in
+    assert learning_curve_series(plain, "a")["loss"] == ([1, 2], [1.0, 0.5])

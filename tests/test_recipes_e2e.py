@@ -1,0 +1,201 @@
+"""Every recipe end to end on tiny settings (tiny random backbone, 2 seeds, 2 steps), resuming after a
+crash with the real trainer, reloading the saved arms, and the real SemEval sample (slow)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, shared_data_path
+
+RECIPES = REPO_ROOT / "recipes"
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_args(backbone, output_dir, *extra, seeds=("0", "1")):
+    return ["--model_name_or_path", backbone, "--output_dir", str(output_dir), "--seeds", *seeds, "--max_steps", "2",
+            "--synthetic_num_documents", "24", "--max_length", "64", "--num_frozen_layers", "1", "--save_steps", "1",
+            "--logging_steps", "1", "--per_device_eval_batch_size", "64", *extra]
+
+
+def result_rows(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "results.jsonl").read_text().splitlines()]
+
+
+def assert_complete_results(output_dir, arms):
+    rows = result_rows(output_dir)
+    keys = [(r["run_id"], r["task"], r["eval_set"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a results row is duplicated"
+    assert {r["arm"] for r in rows} == set(arms)
+    for r in rows:
+        assert {"arm", "seed", "task", "eval_set", "metric", "value"} <= set(r)
+        assert 0.0 <= r["value"] <= 1.0
+    assert {"macro_f1", "micro_f1", "exact_match"} <= {r["metric"] for r in rows}
+    report = (Path(output_dir) / "report.md").read_text()
+    for arm in arms:
+        assert arm in report
+    assert "Wilcoxon" in report and "Shift statistics" in report
+    assert (Path(output_dir) / "figures" / "per_seed_scores.png").stat().st_size > 0
+    return rows, report
+
+
+def test_one_run_saves_a_reloadable_model_with_a_parsable_card(tiny_backbone_dir, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import AutoModel
+
+    import modeling  # noqa: F401
+
+    out = tmp_path / "one"
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "mtl", seeds=("0",)))
+    rows = result_rows(out)
+    assert {r["metric"] for r in rows} >= {"macro_f1", "micro_f1", "exact_match"}
+    model = AutoModel.from_pretrained(out / "best" / "mtl")
+    assert sorted(model.config.task_names) == sorted({r["task"] for r in rows})
+    card = ModelCard.load(out / "best" / "mtl" / "README.md")
+    assert {e.metric_type for e in card.data.eval_results} >= {"macro_f1", "micro_f1"}
+    assert (out / "report.md").is_file() and (out / "figures" / "per_seed_scores.png").is_file()
+
+
+@pytest.mark.slow
+def test_architecture_comparison_end_to_end_and_saved_arms_reload(tiny_backbone_dir, tmp_path, capsys):
+    from huggingface_hub import ModelCard, metadata_load
+    from transformers import AutoModel
+
+    import modeling  # noqa: F401  (registers the Auto classes)
+
+    out = tmp_path / "ac"
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "stl", "mtl", "mtl_adapters"))
+    rows, report = assert_complete_results(out, ["stl", "mtl", "mtl_adapters"])
+    assert {r["seed"] for r in rows} == {0, 1}
+    assert "unreachable" in report  # 2 seeds: the report says a test cannot reach p < 0.05
+    assert (out / "figures" / "learning_curves.png").is_file()
+    console = capsys.readouterr().out
+    assert "report:" in console and str(out / "report.md") in console
+
+    for arm in ("mtl", "mtl_adapters"):
+        folder = out / "best" / arm
+        model = AutoModel.from_pretrained(folder)
+        assert type(model).__name__ == "MultiTaskModel"
+        assert model.config.sharing == ("adapters" if arm == "mtl_adapters" else "hard")
+        assert (folder / "tokenizer_config.json").is_file()
+        meta = metadata_load(folder / "README.md")
+        (entry,) = meta["model-index"]
+        info = json.loads((folder / "best_run.json").read_text())
+        run_rows = {(f"{r['task']} ({r['eval_set']})", r["metric"]): r["value"] for r in rows if r["run_id"] == info["run_id"]}
+        card = ModelCard.load(folder / "README.md")
+        parsed = {(e.task_name, e.metric_type): e.metric_value for e in card.data.eval_results}
+        assert parsed == pytest.approx(run_rows)
+        assert "p vs stl" in card.text
+    for task in {r["task"] for r in rows}:
+        assert (out / "best" / "stl" / task / "README.md").is_file()
+
+    # relaunching a finished experiment trains nothing and duplicates nothing
+    before = (out / "results.jsonl").read_text()
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "stl", "mtl", "mtl_adapters"))
+    assert "0 to run" in capsys.readouterr().out
+    assert (out / "results.jsonl").read_text() == before
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tiny_backbone_dir, tmp_path, monkeypatch, capsys):
+    from modeling.experiments import study as study_module
+
+    args = ["--arms", "mtl", "--max_steps", "4", "--save_steps", "2"]
+    clean = tmp_path / "clean"
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, clean, *args, seeds=("0",)))
+
+    class Killed(KeyboardInterrupt):
+        pass
+
+    def kill_at_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise Killed("simulated kill at step 3")
+
+    crashed = tmp_path / "crashed"
+    monkeypatch.setattr(study_module.CompactProgress, "on_step_end", kill_at_step_3, raising=False)
+    with pytest.raises(Killed):
+        load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, crashed, *args, seeds=("0", "1")))
+    assert not (crashed / "results.jsonl").exists() or result_rows(crashed) == []
+    assert (crashed / "runs" / "mtl__seed0" / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, crashed, *args, seeds=("0", "1")))
+    console = capsys.readouterr().out
+    assert "mtl__seed0 (tasks: " in console and "resuming from checkpoint-2" in console
+    rows = result_rows(crashed)
+    assert sorted({r["run_id"] for r in rows}) == ["mtl__seed0", "mtl__seed1"]
+    resumed = {(r["task"], r["eval_set"], r["metric"]): r["value"] for r in rows if r["run_id"] == "mtl__seed0"}
+    expected = {(r["task"], r["eval_set"], r["metric"]): r["value"] for r in result_rows(clean)}
+    assert resumed == pytest.approx(expected, abs=1e-6)
+    assert not (crashed / "runs" / "mtl__seed0" / "checkpoints").exists()  # cleaned once the run is recorded
+
+
+def test_evaluation_set_naming_a_task_the_model_lacks_is_a_clear_error(tiny_backbone_dir, tmp_path):
+    from modeling.experiments.config import parse_recipe_args, ExperimentArguments
+    from modeling.experiments.study import Study, check_eval_tasks
+
+    with pytest.raises(ValueError, match=r"evaluation set 'test' names task\(s\) \['queue'\] that the model lacks"):
+        check_eval_tasks("test", ["category", "queue"], ["category"])
+    (args,) = parse_recipe_args([ExperimentArguments], tiny_args(tiny_backbone_dir, tmp_path, "--arms", "stl", seeds=("0",)))
+    study = Study(args, "t", "t", "q")
+    specs = study.architecture_specs(study.task_names(), arms=["stl"])[:1]
+    other = next(t for t in study.task_names() if t not in specs[0].tasks)
+    with pytest.raises(ValueError, match=f"names task\\(s\\) \\['{other}'\\] that the model lacks"):
+        study.run(specs, eval_tasks_for=lambda spec, name: [*spec.tasks, other])
+    assert not (tmp_path / "results.jsonl").exists() or result_rows(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,extra,arms", [
+    ("cross_domain_training", [], ["stl", "mtl_aux_same_domain", "mtl_aux_other_domain"]),
+    ("data_duplication", [], ["stl", "stl_duplicated", "mtl"]),
+    ("label_granularity", [], ["stl", "mtl_narratives-fine_entity_framing-fine", "mtl_narratives-fine_entity_framing-coarse",
+                               "mtl_narratives-coarse_entity_framing-fine", "mtl_narratives-coarse_entity_framing-coarse"]),
+    ("cross_domain_evaluation", ["--arms", "stl", "mtl"], ["stl@CC", "mtl@CC", "stl@URW", "mtl@URW", "stl@both", "mtl@both"]),
+    ("ticket_router", ["--ticket_rows", "80", "--latency_repeats", "1"], ["stl", "mtl", "mtl_adapters"]),
+])
+def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path):
+    out = tmp_path / recipe
+    load_recipe(recipe).main(tiny_args(tiny_backbone_dir, out, *extra))
+    rows, report = assert_complete_results(out, arms)
+    if recipe == "cross_domain_evaluation":
+        assert "Cross-domain matrix" in report and "Asymmetry" in report
+        assert list((out / "figures").glob("cross_domain_*.png"))
+    if recipe == "data_duplication":
+        assert "Token counts of the duplication control" in report
+    if recipe == "ticket_router":
+        assert "Label-leakage audit" in report and "Disagreement" in report and "Latency" in report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["architecture_comparison", "cross_domain_training", "data_duplication",
+                                    "label_granularity", "cross_domain_evaluation"])
+def test_recipe_on_the_semeval_sample(recipe, tiny_backbone_dir, tmp_path):
+    sample = shared_data_path("semeval2025_task10_sample")
+    out = tmp_path / recipe
+    extra = ["--arms", "stl", "mtl"] if recipe in ("architecture_comparison", "cross_domain_evaluation") else []
+    load_recipe(recipe).main(tiny_args(tiny_backbone_dir, out, "--data_dir", str(sample), *extra))
+    rows = result_rows(out)
+    assert rows and "SemEval-2025 Task 10 release" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_ticket_router_on_the_real_tickets_sample_flags_leakage(tiny_backbone_dir, tmp_path):
+    table = shared_data_path("tickets_sample", "tickets_sample.csv")
+    out = tmp_path / "tickets"
+    load_recipe("ticket_router").main(tiny_args(tiny_backbone_dir, out, "--data_file", str(table), "--label_columns",
+                                                "category", "sub_category1", "--audit_columns", "ticket_type", "urgency",
+                                                "impact", "--arms", "stl", "mtl"))
+    report = (out / "report.md").read_text()
+    assert "Flagged:" in report and "urgency determined by ticket_type" in report
+    assert "single value '1' in this table: audited, not trained" in report

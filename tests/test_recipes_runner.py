@@ -1,0 +1,157 @@
+"""The experiment runner: results rows, skipping finished runs, resuming, crash safety, config parsing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modeling.experiments.config import ExperimentArguments, parse_recipe_args
+from modeling.experiments.results import ResultsStore, atomic_write_text
+from modeling.experiments.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def grid(seeds=(0, 1, 2)):
+    specs = []
+    for seed in seeds:
+        specs += [RunSpec("stl", seed, ["a"], sharing="stl", tag="a"), RunSpec("stl", seed, ["b"], sharing="stl", tag="b"),
+                  RunSpec("mtl", seed, ["a", "b"])]
+    return specs
+
+
+def fake_run_function(calls, crash_on=None, checkpoints_before_crash=0):
+    def run(spec, run_dir, resume):
+        calls.append((spec.run_id, resume))
+        ckpt_root = Path(run_dir) / "checkpoints"
+        if crash_on == spec.run_id:
+            for step in range(1, checkpoints_before_crash + 1):
+                folder = ckpt_root / f"checkpoint-{step * 10}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "trainer_state.json").write_text("{}")
+            raise Crash(f"killed during {spec.run_id}")
+
+        def save(folder):
+            (Path(folder) / "model.txt").write_text(spec.run_id)
+
+        rows = [{"task": t, "eval_set": "test", "metric": m, "value": 0.1 * spec.seed + (0.05 if spec.arm == "mtl" else 0)}
+                for t in spec.tasks for m in ("macro_f1", "micro_f1")]
+        return RunOutcome(rows=rows, log_history=[{"step": 1, "loss": 1.0}], save_model=save)
+
+    return run
+
+
+def test_rows_have_required_fields_and_one_row_per_run_task_set_metric(tmp_path):
+    calls = []
+    rows = ExperimentRunner(tmp_path, fake_run_function(calls)).run(grid())
+    assert len(calls) == 9
+    keys = [(r["arm"], r["seed"], r["task"], r["eval_set"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)) == sum(2 * len(s.tasks) for s in grid())
+    for r in rows:
+        assert {"arm", "seed", "task", "eval_set", "metric", "value", "run_id"} <= set(r)
+    # the best model of each arm key is the highest seed (scores grow with the seed)
+    best = {info["run_id"]: path for path, info in best_models(tmp_path)}
+    assert set(best) == {"stl__a__seed2", "stl__b__seed2", "mtl__seed2"}
+    assert (best["mtl__seed2"] / "model.txt").read_text() == "mtl__seed2"
+
+
+def test_crash_then_relaunch_skips_finished_and_resumes_from_last_checkpoint(tmp_path):
+    specs = grid()
+    calls = []
+    with pytest.raises(Crash):
+        ExperimentRunner(tmp_path, fake_run_function(calls, crash_on="mtl__seed1", checkpoints_before_crash=2)).run(specs)
+    before = ResultsStore(tmp_path / "results.jsonl").rows()
+    assert {r["run_id"] for r in before} == {"stl__a__seed0", "stl__b__seed0", "mtl__seed0", "stl__a__seed1", "stl__b__seed1"}
+    # a checkpoint the kill cut short (no trainer_state.json) must not be resumed from
+    (tmp_path / "runs" / "mtl__seed1" / "checkpoints" / "checkpoint-30").mkdir()
+
+    calls.clear()
+    rows = ExperimentRunner(tmp_path, fake_run_function(calls)).run(specs)
+    assert [c[0] for c in calls] == ["mtl__seed1", "stl__a__seed2", "stl__b__seed2", "mtl__seed2"]
+    assert calls[0][1].endswith("checkpoint-20")
+    assert all(c[1] is None for c in calls[1:])
+    keys = [(r["run_id"], r["task"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)) == sum(2 * len(s.tasks) for s in specs)
+    assert all(r in rows for r in before)  # nothing written before the crash was lost
+
+    calls.clear()
+    ExperimentRunner(tmp_path, fake_run_function(calls)).run(specs)
+    assert calls == []  # everything finished: a third launch trains nothing
+
+
+def test_partial_block_from_a_kill_is_dropped_and_the_run_redone(tmp_path):
+    specs = grid(seeds=(0,))
+    ExperimentRunner(tmp_path, fake_run_function([])).run(specs)
+    path = tmp_path / "results.jsonl"
+    intact = path.read_text()
+    # simulate a kill in the middle of appending the next run's block: one full row and half a row
+    row = {"arm": "mtl", "seed": 5, "task": "a", "eval_set": "test", "metric": "macro_f1", "value": 0.3,
+           "run_id": "mtl__seed5", "rows_in_run": 4}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n" + json.dumps(row)[:25])
+    store = ResultsStore(path)
+    assert "mtl__seed5" not in store.finished_runs()
+    assert store.repair() is True
+    assert path.read_text() == intact
+    calls = []
+    rows = ExperimentRunner(tmp_path, fake_run_function(calls)).run(specs + [RunSpec("mtl", 5, ["a", "b"])])
+    assert [c[0] for c in calls] == ["mtl__seed5"]
+    assert sum(r["run_id"] == "mtl__seed5" for r in rows) == 4
+
+
+def test_append_refuses_duplicates_and_incomplete_rows(tmp_path):
+    store = ResultsStore(tmp_path / "results.jsonl")
+    row = {"arm": "mtl", "seed": 0, "task": "a", "eval_set": "test", "metric": "macro_f1", "value": 0.5}
+    store.append_run("r", [row])
+    with pytest.raises(ValueError, match="already recorded"):
+        store.append_run("r", [row])
+    with pytest.raises(ValueError, match="lacks field"):
+        store.append_run("s", [{"arm": "x"}])
+    with pytest.raises(ValueError, match="duplicate"):
+        store.append_run("t", [row, row])
+    assert len(store.rows()) == 1
+
+
+def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path):
+    path = tmp_path / "report.md"
+    atomic_write_text(path, "old")
+
+    class Boom:
+        def __str__(self):
+            raise Crash("fail while producing the text")
+
+    with pytest.raises(TypeError):
+        atomic_write_text(path, Boom())  # not a str: the write fails before replacing
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left behind
+
+
+def test_last_checkpoint_picks_highest_complete(tmp_path):
+    assert last_checkpoint(tmp_path / "missing") is None
+    for step, complete in [(5, True), (40, True), (100, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path).endswith("checkpoint-40")
+
+
+def test_duplicated_run_ids_rejected(tmp_path):
+    with pytest.raises(ValueError, match="duplicated run ids"):
+        ExperimentRunner(tmp_path, fake_run_function([])).run([RunSpec("mtl", 0, ["a"]), RunSpec("mtl", 0, ["b"])])
+
+
+def test_config_yaml_plus_command_line_overrides(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("seeds: [3, 4, 5]\nmax_steps: 7\noutput_dir: from_yaml\n")
+    (args,) = parse_recipe_args([ExperimentArguments], ["--config", str(config), "--max_steps", "9",
+                                                         "--model_name_or_path", "some/model"])
+    assert args.seeds == [3, 4, 5] and args.max_steps == 9 and args.output_dir == "from_yaml"
+    config.write_text("seedz: [1]\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: unknown option\(s\) \['seedz'\]"):
+        parse_recipe_args([ExperimentArguments], ["--config", str(config)])
+    with pytest.raises(ValueError, match="--arms"):
+        parse_recipe_args([ExperimentArguments], ["--arms", "stl", "bogus", "--model_name_or_path", "x"])
+    with pytest.raises(ValueError, match="hub_model_id"):
+        parse_recipe_args([ExperimentArguments], ["--push_to_hub", "--model_name_or_path", "x"])

@@ -1,0 +1,122 @@
+"""Statistics of the experiment runner, checked against scipy on generated inputs."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from modeling.experiments.stats import (
+    MIN_PAIRS_FOR_SIGNIFICANCE,
+    compare_arms,
+    cross_domain_matrix,
+    min_achievable_p_value,
+    negative_transfer,
+    paired_comparison,
+    rank_biserial,
+    summarize,
+)
+
+
+def make_rows(arm_means, seeds, tasks=("a", "b"), noise=0.02, seed=0, eval_set="test", metric="macro_f1"):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm, per_task in arm_means.items():
+        for task in tasks:
+            for s in seeds:
+                rows.append({"arm": arm, "seed": s, "task": task, "eval_set": eval_set, "metric": metric,
+                             "value": float(per_task[task] + rng.normal(0, noise))})
+    return rows
+
+
+def test_summarize_matches_numpy():
+    rows = make_rows({"stl": {"a": 0.5, "b": 0.6}, "mtl": {"a": 0.55, "b": 0.58}}, seeds=range(7))
+    for s in summarize(rows):
+        values = [r["value"] for r in rows if r["arm"] == s.arm and r["task"] == s.task]
+        assert s.n == len(values) == 7
+        assert s.mean == pytest.approx(np.mean(values))
+        assert s.std == pytest.approx(np.std(values, ddof=1))
+        assert "±" in s.formatted()
+
+
+@pytest.mark.parametrize("n,shift", [(6, 0.03), (10, 0.0), (9, -0.02)])
+def test_paired_comparison_equals_scipy_wilcoxon(n, shift):
+    rng = np.random.default_rng(n)
+    b = rng.uniform(0.4, 0.6, n)
+    a = b + shift + rng.normal(0, 0.02, n)
+    comp = paired_comparison(dict(enumerate(a)), dict(enumerate(b)), arm_a="mtl", arm_b="stl")
+    expected = scipy_stats.wilcoxon(a, b, alternative="two-sided")
+    assert comp.p_value == pytest.approx(expected.pvalue)
+    assert comp.statistic == pytest.approx(expected.statistic)
+    assert comp.mean_difference == pytest.approx(np.mean(a - b))
+    assert comp.n_pairs == n and comp.note == ""
+    # Kerby: |r| = 1 - 2 T / (n (n + 1) / 2) with T = min(W+, W-), the two-sided statistic (no ties here)
+    total = n * (n + 1) / 2
+    assert abs(comp.effect_size) == pytest.approx(1 - 2 * expected.statistic / total)
+    assert math.copysign(1, comp.effect_size) == math.copysign(1, np.median(a - b)) or comp.effect_size == 0
+    assert comp.significant == (expected.pvalue < 0.05)
+
+
+def test_rank_biserial_extremes_and_ties():
+    assert rank_biserial([0.1, 0.2, 0.3]) == 1.0
+    assert rank_biserial([-0.1, -0.2]) == -1.0
+    assert rank_biserial([0.0, 0.0]) is None
+    d = np.array([0.1, -0.1, 0.2, 0.0])  # zero dropped, tie mid-ranked
+    ranks = scipy_stats.rankdata(np.abs(d[d != 0]))
+    expected = (ranks[d[d != 0] > 0].sum() - ranks[d[d != 0] < 0].sum()) / ranks.sum()
+    assert rank_biserial(d) == pytest.approx(expected)
+
+
+def test_too_few_pairs_gives_plain_statement():
+    n = MIN_PAIRS_FOR_SIGNIFICANCE - 1
+    a, b = {s: 0.9 + s / 100 for s in range(n)}, {s: 0.1 for s in range(n)}
+    comp = paired_comparison(a, b)
+    # even a perfect, consistent improvement cannot reach 0.05 with 5 pairs
+    assert comp.p_value >= min_achievable_p_value(n) - 1e-12 > 0.05
+    assert not comp.significant
+    assert "unreachable" in comp.note and str(MIN_PAIRS_FOR_SIGNIFICANCE) in comp.note
+    assert min_achievable_p_value(MIN_PAIRS_FOR_SIGNIFICANCE) < 0.05
+
+
+def test_identical_and_disjoint_seeds():
+    same = paired_comparison({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
+    assert same.p_value == 1.0 and same.effect_size is None and "identical" in same.note
+    none = paired_comparison({0: 0.5}, {1: 0.5})
+    assert none.n_pairs == 0 and none.p_value is None
+
+
+def test_negative_transfer_table_and_worst_task():
+    rows = make_rows({"stl": {"a": 0.60, "b": 0.50}, "mtl": {"a": 0.50, "b": 0.55},
+                      "mtl_adapters": {"a": 0.58, "b": 0.52}}, seeds=range(8), noise=0.01)
+    nt = negative_transfer(rows, baseline="stl")
+    assert {(c.arm_a, c.task) for c in nt.comparisons} == {(a, t) for a in ("mtl", "mtl_adapters") for t in "ab"}
+    diffs = {(c.arm_a, c.task): c.mean_difference for c in nt.comparisons}
+    worst = min(diffs, key=diffs.get)
+    assert (nt.worst.arm_a, nt.worst.task) == worst
+    assert nt.worst.significant  # a 0.10 drop with 8 seeds and 0.01 noise
+    assert "Worst degradation" in nt.summary_sentence() and worst[1] in nt.summary_sentence()
+    assert {c.task for c in nt.degraded_tasks()} == {t for (_, t), d in diffs.items() if d < 0}
+
+
+def test_duplicate_seed_rows_are_an_error():
+    rows = make_rows({"stl": {"a": 0.5}, "mtl": {"a": 0.6}}, seeds=[0, 1], tasks=("a",))
+    rows.append(dict(rows[0]))
+    with pytest.raises(ValueError, match="duplicate results row"):
+        compare_arms(rows, "mtl", "stl", "macro_f1")
+
+
+def test_cross_domain_matrix_and_asymmetry():
+    rows = []
+    table = {("cc", "cc"): 0.8, ("cc", "urw"): 0.4, ("urw", "cc"): 0.6, ("urw", "urw"): 0.7}
+    for (train, test), value in table.items():
+        for seed in range(3):
+            rows.append({"arm": "mtl", "seed": seed, "task": "n", "eval_set": test, "metric": "macro_f1",
+                         "train_domain": train, "value": value + 0.01 * seed})
+    m = cross_domain_matrix(rows, task="n", metric="macro_f1")
+    assert m.train_domains == ["cc", "urw"] and m.test_domains == ["cc", "urw"]
+    assert m.value("cc", "urw") == pytest.approx(0.41)
+    (pair,) = m.asymmetry()
+    assert pair["asymmetry"] == pytest.approx(table[("cc", "urw")] - table[("urw", "cc")])
+    assert pair["drop_on_b"] == pytest.approx(table[("urw", "urw")] - table[("cc", "urw")])
+    with pytest.raises(ValueError, match="train_domain"):
+        cross_domain_matrix(rows, task="missing", metric="macro_f1")
