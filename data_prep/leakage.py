@@ -1,0 +1,211 @@
+"""Label-leakage audit: does one task's label (nearly) determine another's?
+
+A multi-head model trained on tasks where one label is a function of another learns a shortcut, and its
+"multi-task gain" on the determined task is leakage, not transfer. For each ordered pair of tasks
+``(given, target)``, on the examples labelled for both:
+
+* ``H(target | given)`` - conditional entropy in bits, and the uncertainty coefficient
+  ``U = 1 - H(target | given) / H(target)`` (1 = target is a function of given; defined as 1 when the
+  target is constant on those examples, which makes it trivially a function of anything);
+* Cramér's V of the contingency table (symmetric; ``nan`` when either side is constant).
+
+A pair is flagged when ``U >= threshold`` and the evidence is not trivial: the ``given`` task must have
+on average at least ``min_examples_per_value`` examples per value (a label that is nearly unique per
+example "determines" everything). Flagged pairs raise a :class:`LabelLeakageWarning` (one per determined task, naming every
+task that determines it).
+
+On ``../shared/data/tickets_sample`` (300 rows) every row has ``ticket_type == 1``, ``urgency == 3`` and
+``impact == 4``: urgency and impact are determined by ticket_type (``U = 1``), the leakage trap of that
+data set; the audit flags both pairs.
+
+Multi-label values are compared as label sets.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+class LabelLeakageWarning(UserWarning):
+    """One task's labels are (nearly) a function of another's on the examples labelled for both."""
+
+
+@dataclass
+class PairLeakage:
+    given: str
+    target: str
+    examples: int
+    """Examples labelled for both tasks."""
+    conditional_entropy: float
+    """H(target | given) in bits."""
+    target_entropy: float
+    uncertainty_coefficient: float
+    """1 - H(target|given) / H(target); 1.0 when target is constant."""
+    cramers_v: float
+    given_values: int
+    target_values: int
+    flagged: bool
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LeakageReport:
+    pairs: list[PairLeakage]
+
+    @property
+    def flagged(self) -> list[PairLeakage]:
+        return [p for p in self.pairs if p.flagged]
+
+    def is_flagged(self, given: str, target: str) -> bool:
+        return any(p.given == given and p.target == target for p in self.flagged)
+
+    def table(self) -> str:
+        header = f"{'given':<20} {'target':<20} {'n':>6} {'H(t|g)':>8} {'U':>6} {'V':>6}  flag"
+        lines = [header, "-" * len(header)]
+        for p in self.pairs:
+            v = "nan" if math.isnan(p.cramers_v) else f"{p.cramers_v:.3f}"
+            lines.append(
+                f"{p.given:<20} {p.target:<20} {p.examples:>6} {p.conditional_entropy:>8.3f} "
+                f"{p.uncertainty_coefficient:>6.3f} {v:>6}  {'LEAK' if p.flagged else ''} {p.note}".rstrip()
+            )
+        return "\n".join(lines)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(sorted(str(v) for v in value))
+    return value
+
+
+def _entropy(counts: Sequence[int]) -> float:
+    counts = np.asarray([c for c in counts if c > 0], dtype=float)
+    if counts.size == 0:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def cramers_v(pairs: Sequence[tuple]) -> float:
+    """Cramér's V of the contingency table of (a, b) pairs; ``nan`` when either side has one value."""
+    a_values = sorted({a for a, _ in pairs}, key=str)
+    b_values = sorted({b for _, b in pairs}, key=str)
+    if len(a_values) < 2 or len(b_values) < 2:
+        return float("nan")
+    a_index = {v: i for i, v in enumerate(a_values)}
+    b_index = {v: i for i, v in enumerate(b_values)}
+    table = np.zeros((len(a_values), len(b_values)))
+    for a, b in pairs:
+        table[a_index[a], b_index[b]] += 1
+    n = table.sum()
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return math.sqrt(chi2 / n / (min(table.shape) - 1))
+
+
+def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: float, min_examples_per_value: float) -> PairLeakage:
+    n = len(pairs)
+    target_counts = Counter(b for _, b in pairs)
+    given_counts = Counter(a for a, _ in pairs)
+    joint = Counter(pairs)
+    h_target = _entropy(list(target_counts.values()))
+    h_joint = _entropy(list(joint.values()))
+    h_given = _entropy(list(given_counts.values()))
+    h_conditional = max(h_joint - h_given, 0.0)
+    u = 1.0 if h_target == 0 else 1.0 - h_conditional / h_target
+    per_value = n / max(len(given_counts), 1)
+    note = ""
+    flagged = n > 0 and u >= threshold
+    if flagged and per_value < min_examples_per_value:
+        flagged, note = False, f"(not flagged: {given} has {len(given_counts)} values for {n} examples)"
+    elif flagged and h_target == 0:
+        note = f"({target} is constant on these examples)"
+    return PairLeakage(
+        given=given,
+        target=target,
+        examples=n,
+        conditional_entropy=h_conditional,
+        target_entropy=h_target,
+        uncertainty_coefficient=u,
+        cramers_v=cramers_v(pairs),
+        given_values=len(given_counts),
+        target_values=len(target_counts),
+        flagged=flagged,
+        note=note,
+    )
+
+
+def audit_label_leakage(
+    examples,
+    tasks: Sequence[str] | None = None,
+    threshold: float = 0.95,
+    min_examples_per_value: float = 5.0,
+    min_examples: int = 10,
+    warn: bool = True,
+) -> LeakageReport:
+    """Audit every ordered pair of tasks for label leakage.
+
+    Args:
+        examples: a ``datasets.Dataset`` or ``pandas.DataFrame`` of multi-task examples (or any mapping of
+            column -> list); ``None`` / NaN / empty values mean "no label".
+        tasks: task columns (default: every column except ``doc_id``, ``text`` and ``mentions``).
+        threshold: flag when the uncertainty coefficient reaches this.
+        min_examples_per_value: minimum mean examples per value of the ``given`` task for a flag.
+        min_examples: pairs with fewer co-labelled examples are reported but never flagged.
+        warn: emit a :class:`LabelLeakageWarning` per flagged pair.
+    """
+    columns = list(getattr(examples, "column_names", None) or list(examples.keys() if hasattr(examples, "keys") else examples.columns))
+    if tasks is None:
+        tasks = [c for c in columns if c not in ("doc_id", "text", "mentions", "id")]
+    missing = [t for t in tasks if t not in columns]
+    if missing:
+        raise ValueError(f"tasks {missing} are not columns of the examples ({columns})")
+
+    def values(task):
+        raw = list(examples[task])
+        out = []
+        for v in raw:
+            if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, (str, list, tuple)) and len(v) == 0):
+                out.append(None)
+            else:
+                out.append(_hashable(v))
+        return out
+
+    table = {t: values(t) for t in tasks}
+    results = []
+    for given in tasks:
+        for target in tasks:
+            if given == target:
+                continue
+            pairs = [(a, b) for a, b in zip(table[given], table[target]) if a is not None and b is not None]
+            result = pair_leakage(given, target, pairs, threshold, min_examples_per_value)
+            if result.flagged and result.examples < min_examples:
+                result.flagged, result.note = False, f"(not flagged: only {result.examples} co-labelled examples)"
+            results.append(result)
+    if warn:
+        # one warning per determined task, naming every task that determines it (pairs are in the report)
+        for target in tasks:
+            determiners = [p for p in results if p.target == target and p.flagged]
+            if not determiners:
+                continue
+            pairs = ", ".join(
+                f"{p.given!r} (H({target}|{p.given}) = {p.conditional_entropy:.3f} bits, U = {p.uncertainty_coefficient:.3f}, "
+                f"n = {p.examples})"
+                for p in determiners
+            )
+            constant = " It is constant where labelled." if determiners[0].target_entropy == 0 else ""
+            warnings.warn(
+                f"label leakage: {target!r} is (nearly) a function of {pairs}.{constant} A multi-head model can learn "
+                f"{target!r} from those labels instead of from the text: audit the data before reporting a gain on it",
+                LabelLeakageWarning,
+                stacklevel=2,
+            )
+    return LeakageReport(results)

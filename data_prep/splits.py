@@ -1,0 +1,63 @@
+"""Article-level train/validation splits, seeded and stratified (by domain by default).
+
+Rows are articles, so a mention can never land in another split than its article. The official dev set
+of SemEval-2025 Task 10 has no public test labels on its own side, so the usual protocol is: split the
+training release into train/validation here, and use the official dev set (loaded with
+``load_semeval``, same layout) as the test set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import datasets
+import numpy as np
+
+
+def split_articles(
+    articles: datasets.Dataset,
+    validation_fraction: float = 0.2,
+    seed: int = 42,
+    stratify_by: str | None = "domain",
+    id_column: str | None = None,
+    test: datasets.Dataset | None = None,
+) -> datasets.DatasetDict:
+    """Split ``articles`` into ``train`` / ``validation`` (plus ``test`` when given).
+
+    Within each stratum (value of ``stratify_by``; ``None`` = one stratum) the rows are shuffled with
+    ``numpy.random.default_rng(seed)`` and ``round(validation_fraction * n)`` of them go to validation
+    (at least one where the stratum has two or more rows). Ids (``id_column``; ``id`` or ``doc_id`` by
+    default) must be unique, and ids of ``test`` must not occur in ``articles``.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    id_column = id_column or next((c for c in ("id", "doc_id") if c in articles.column_names), None)
+    if id_column is None:
+        raise ValueError(f"no id column ('id' or 'doc_id') among {articles.column_names}; pass id_column")
+    ids = articles[id_column]
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"field {id_column!r}: duplicate article ids {sorted(duplicates)[:5]} (split would leak)")
+    if stratify_by is not None and stratify_by not in articles.column_names:
+        raise ValueError(f"stratify_by column {stratify_by!r} not in {articles.column_names}")
+
+    strata = articles[stratify_by] if stratify_by else [None] * len(articles)
+    rng = np.random.default_rng(seed)
+    validation: list[int] = []
+    for stratum in sorted(set(strata), key=str):
+        rows = [i for i, s in enumerate(strata) if s == stratum]
+        rows = list(rng.permutation(rows))
+        count = int(round(validation_fraction * len(rows)))
+        if len(rows) >= 2:
+            count = min(max(count, 1), len(rows) - 1)
+        validation.extend(int(i) for i in rows[:count])
+    validation_set = set(validation)
+    train = [i for i in range(len(articles)) if i not in validation_set]
+    splits = {"train": articles.select(train), "validation": articles.select(sorted(validation))}
+    if test is not None:
+        test_id_column = id_column if id_column in test.column_names else ("id" if "id" in test.column_names else "doc_id")
+        overlap = set(test[test_id_column]) & set(ids)
+        if overlap:
+            raise ValueError(f"test set shares article ids with the training data: {sorted(overlap)[:5]}")
+        splits["test"] = test
+    return datasets.DatasetDict(splits)
