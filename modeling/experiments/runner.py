@@ -78,6 +78,31 @@ class RunOutcome:
 RunFunction = Callable[[RunSpec, Path, "str | None"], RunOutcome]
 
 
+def wants_cpu(use_cpu: bool = False) -> bool:
+    """Whether the processes of this launch train on CPU: asked for (``--use_cpu``, ``ACCELERATE_USE_CPU``) or
+    no accelerator is available."""
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return bool(use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+
+
+def distributed_state(use_cpu: bool = False):
+    """accelerate's process state (a singleton), initialised for CPU processes when that is what runs.
+
+    The first ``PartialState(...)`` of a process fixes the process group. A bare ``PartialState()`` on a machine
+    without an accelerator ignores ``torchrun``'s ``LOCAL_RANK`` / ``WORLD_SIZE`` and reports a single process,
+    so each of the processes of ``accelerate launch --num_processes 2`` would train alone and all would write
+    the results. Hence ``cpu=True`` (gloo, ``MULTI_CPU``) whenever :func:`wants_cpu`. (The trainer's
+    ``TrainingArguments`` re-create this state: they must get ``use_cpu=wants_cpu(...)`` too.)
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=wants_cpu(use_cpu))
+
+
 def last_checkpoint(folder: Path) -> str | None:
     """The newest complete ``checkpoint-<step>`` folder under ``folder`` (None when there is none).
 
@@ -125,9 +150,7 @@ class ExperimentRunner:
     @staticmethod
     def _state():
         try:
-            from accelerate import PartialState
-
-            return PartialState()
+            return distributed_state()
         except Exception:  # pragma: no cover - accelerate is a dependency; this only guards odd setups
             return None
 

@@ -25,7 +25,7 @@ from .config import ExperimentArguments
 from .data import ExperimentData, load_experiment_data, task_name
 from .report import ReportInputs, markdown_table, shift_statistics_markdown, write_report
 from .results import atomic_write_json, atomic_write_text
-from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models
+from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models, distributed_state, wants_cpu
 from .stats import compare_arms, negative_transfer
 
 logger = logging.getLogger(__name__)
@@ -80,14 +80,18 @@ class Study:
         transformers.logging.set_verbosity_error()  # e.g. the backbone's unused pooler weights: expected, not news
         transformers.logging.disable_progress_bar()  # weight loading / shard writing bars, 4 per run  # one line per run from the runner instead of a bar per map()
         self.args, self.recipe, self.title, self.question = args, recipe, title, question
+        # First fixes the process group (CPU/gloo when asked or without accelerator), before anything else does.
+        state = distributed_state(args.use_cpu)
         self.output_dir = Path(args.output_dir)
         self.started = time.time()
         print(f"[{recipe}] output folder: {self.output_dir.resolve()}", flush=True)
-        self.data = data or load_experiment_data(
-            args.data_dir, args.output_dir, language=args.language, eval_fraction=args.eval_fraction,
-            synthetic_options={"num_documents": args.synthetic_num_documents, "min_words": args.synthetic_min_words,
-                               "max_words": args.synthetic_max_words},
-        )
+        # The main process generates the synthetic corpus; the others then read it (no concurrent writes).
+        with state.main_process_first():
+            self.data = data or load_experiment_data(
+                args.data_dir, args.output_dir, language=args.language, eval_fraction=args.eval_fraction,
+                synthetic_options={"num_documents": args.synthetic_num_documents, "min_words": args.synthetic_min_words,
+                                   "max_words": args.synthetic_max_words},
+            )
         print(f"[{recipe}] data: {self.data.source}; {len(self.data.train)} train / {len(self.data.validation)} "
               f"validation / {len(self.data.test)} test documents", flush=True)
         self.tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
@@ -148,7 +152,8 @@ class Study:
             eval_strategy="no", save_strategy="steps", save_steps=a.save_steps, save_total_limit=1,
             logging_strategy="steps", logging_steps=a.logging_steps, report_to=[], disable_tqdm=not a.progress_bars,
             loss_weighting=a.loss_weighting if multi else "static", task_sampling=a.task_sampling if multi else "none",
-            group_by_length=True, dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=a.use_cpu,
+            group_by_length=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+            use_cpu=wants_cpu(a.use_cpu),  # else a CPU-only multi-process launch trains in N separate processes
         )
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
@@ -330,9 +335,7 @@ class Study:
               f"  models:  {self.output_dir / 'best'}", flush=True)
 
     def _is_main(self) -> bool:
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
+        return distributed_state(self.args.use_cpu).is_main_process
 
 
 def _hub_id_of(model_name_or_path: str) -> str:
