@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .report import format_count, run_parameter_counts
 from .stats import PairedComparison, format_p, summarize
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def build_model_card(
     limitations: str = DEFAULT_LIMITATIONS,
     template_path: str | Path | None = None,
     license: str = "apache-2.0",
+    parameters: Mapping | None = None,
 ) -> ModelCard:
     """Render the card of one saved checkpoint.
 
@@ -103,6 +105,8 @@ def build_model_card(
         all_rows: results rows of every run of the experiment (mean ± std over seeds).
         comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row).
         base_model: the backbone (Hub id or path); ``sharing``: ``stl`` | ``hard`` | ``adapters``.
+        parameters: ``{"trainable_parameters", "total_parameters"}`` of the saved model (default: read from
+            ``run_rows``, which carry them; the architecture section omits the line when neither has them).
     """
     template_path = Path(template_path or TEMPLATE_PATH)
     if not template_path.is_file():
@@ -142,6 +146,15 @@ def build_model_card(
         if comparison and comparison.note and comparison.note not in notes:
             notes.append(comparison.note)
 
+    if parameters is None:
+        counted = list(run_parameter_counts(run_rows).values())
+        parameters = counted[0] if counted else {}
+    trainable, total = parameters.get("trainable_parameters"), parameters.get("total_parameters")
+    parameter_summary = ""
+    if trainable is not None and total:
+        parameter_summary = (f"{format_count(trainable)} trainable of {format_count(total)} "
+                             f"({trainable / total:.1%}; {int(trainable):,} of {int(total):,})")
+
     hyperparameters = ", ".join(f"{k}={v}" for k, v in training.items() if k not in ("loss_weighting", "task_sampling"))
     card = ModelCard.from_template(
         card_data,
@@ -154,7 +167,7 @@ def build_model_card(
                 "num_labels": len(t.get("labels", [])), "label_preview": _label_preview(t.get("labels", []))}
                for t in tasks],
         num_frozen_layers=model_options.get("num_frozen_layers", 0),
-        sharing_description=SHARING_DESCRIPTIONS.get(sharing, sharing),
+        sharing_description=SHARING_DESCRIPTIONS.get(sharing, sharing), parameter_summary=parameter_summary,
         pooling=model_options.get("pooling", "cls"), span_pooling=model_options.get("span_pooling", "mean"),
         max_length=model_options.get("max_length", "n/a"), stride=model_options.get("stride", "n/a"),
         loss_weighting=training.get("loss_weighting", "equal") if len(tasks) > 1 else "n/a (one task)",

@@ -4,7 +4,8 @@ The report answers the study's question for the recipe that ran: per-arm mean ±
 paired Wilcoxon tests against the single-task baseline (with effect sizes and a plain statement when
 there are too few seeds), the negative-transfer table, optional cross-domain matrices, the shift
 statistics of the data, recipe-specific sections and the figures (per-seed scores per arm, cross-domain
-heat maps, per-task learning curves from the trainer's log history).
+heat maps, per-task learning curves from the trainer's log history). When the rows carry the runs' parameter
+counts (:data:`PARAMETER_FIELDS`), the setup shows the trainable and total parameters of each arm's model.
 """
 
 from __future__ import annotations
@@ -158,6 +159,74 @@ def plot_learning_curves(histories: Mapping[str, tuple[str, Sequence[Mapping]]],
 
 
 # ---------------------------------------------------------------------------------------------- sections
+#: Row metadata (not metrics) giving the size of a run's model; counted once per run by the study.
+PARAMETER_FIELDS = ("trainable_parameters", "total_parameters")
+
+LOSS_CURVES_NOTE = ("The logged total `loss` is the (weighted) sum of the per-task mean losses, so it grows with the "
+                    "number of tasks a run trains: compare the per-task `loss_<task>` curves across arms, not the total.")
+
+
+def format_count(count: int | float) -> str:
+    """A parameter count for humans: ``1.78M``, ``28.4k``, ``950``."""
+    count = float(count)
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= threshold:
+            value = count / threshold
+            return f"{value:.3g}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+    return f"{count:.0f}"
+
+
+def run_parameter_counts(rows: Sequence[Mapping]) -> dict[str, dict]:
+    """``run_id -> {arm, seed, tasks, trainable_parameters, total_parameters}`` for runs whose rows carry the counts."""
+    runs: dict[str, dict] = {}
+    for r in rows:
+        if not all(isinstance(r.get(f), (int, float)) for f in PARAMETER_FIELDS):
+            continue
+        run_id = r.get("run_id") or f"{r['arm']}__seed{r['seed']}"
+        run = runs.setdefault(run_id, {"arm": r["arm"], "seed": r["seed"], "tasks": set(),
+                                       **{f: int(r[f]) for f in PARAMETER_FIELDS}})
+        run["tasks"].add(r["task"])
+    return runs
+
+
+def parameter_table(rows: Sequence[Mapping], arm_order: Sequence[str] | None = None, baseline: str | None = "stl") -> str | None:
+    """Trainable and total parameters of each arm's model(s) (a range where the runs of an arm differ, e.g. the
+    heads of single-task models) and, when ``baseline`` has counts, the mean trainable count relative to its own;
+    None when no row carries the counts (results of an older version)."""
+    runs = run_parameter_counts(rows)
+    if not runs:
+        return None
+    arms = list(arm_order or sorted({run["arm"] for run in runs.values()}))
+    arms = [a for a in arms if any(run["arm"] == a for run in runs.values())]
+    arms += sorted({run["arm"] for run in runs.values()} - set(arms))
+
+    def span(values):
+        low, high = min(values), max(values)
+        return format_count(low) if format_count(low) == format_count(high) else f"{format_count(low)}–{format_count(high)}"
+
+    def mean_trainable(arm):
+        values = [run["trainable_parameters"] for run in runs.values() if run["arm"] == arm]
+        return sum(values) / len(values) if values else None
+
+    reference = mean_trainable(baseline) if baseline else None
+    body = []
+    for arm in arms:
+        of_arm = [run for run in runs.values() if run["arm"] == arm]
+        tasks = sorted(set().union(*(run["tasks"] for run in of_arm)))
+        single = all(len(run["tasks"]) == 1 for run in of_arm) and len(tasks) > 1
+        model = "one model per task" if single else f"one model for {len(tasks)} task{'s' * (len(tasks) != 1)}"
+        trainable = [run["trainable_parameters"] for run in of_arm]
+        total = [run["total_parameters"] for run in of_arm]
+        shares = [run["trainable_parameters"] / run["total_parameters"] for run in of_arm if run["total_parameters"]]
+        share = (f"{min(shares):.1%}" if f"{min(shares):.1%}" == f"{max(shares):.1%}" else f"{min(shares):.1%}–{max(shares):.1%}") if shares else "n/a"
+        row = [arm, model, span(trainable), span(total), share]
+        if reference:
+            row.append(f"{mean_trainable(arm) / reference:.1%}")
+        body.append(row)
+    header = ["Arm", "Model", "Trainable parameters (per model)", "Total parameters (per model)", "Trainable share"]
+    return markdown_table(header + ([f"Trainable vs {baseline}"] if reference else []), body)
+
+
 def arm_table(rows: Sequence[Mapping], metric: str, arm_order: Sequence[str] | None = None) -> str:
     summaries = summarize(rows, metric=metric)
     arms = list(arm_order or sorted({s.arm for s in summaries}))
@@ -253,6 +322,12 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
         lines += ["## Setup", "", markdown_table(["Option", "Value"], [[k, _short(v)] for k, v in inputs.setup.items()]), ""]
     lines += [f"Arms: {', '.join(arms_present)}; seeds: {seeds_present} ({len(seeds_present)} per arm); "
               f"{len(rows)} results rows.", ""]
+    parameters = parameter_table(rows, inputs.arm_order, baseline)
+    if parameters:
+        lines += ["### Trainable parameters per arm", "", parameters, "",
+                  "Counted once per run on the model as trained. Frozen weights do not train: the embeddings and the "
+                  "lowest frozen layers in every arm and, under adapters, every base weight (adapters inside frozen "
+                  "layers included). Read the scores below next to these capacities.", ""]
 
     lines += [f"## Results ({metric}, mean ± std over seeds)", "", arm_table(rows, metric, inputs.arm_order), ""]
     other_metrics = sorted({r["metric"] for r in rows} - {metric})
@@ -313,7 +388,7 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
     tasks = inputs.tasks or sorted({r["task"] for r in rows})
     curves = plot_learning_curves(inputs.learning_curves, tasks, figures_dir / "learning_curves.png")
     if curves:
-        lines += [f"![learning curves]({curves.relative_to(output_dir)})", ""]
+        lines += [f"![learning curves]({curves.relative_to(output_dir)})", "", f"*{LOSS_CURVES_NOTE}*", ""]
 
     if inputs.outputs:
         lines += ["## Outputs", "", *[f"- {name}: `{where}`" for name, where in inputs.outputs.items()], ""]

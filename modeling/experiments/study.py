@@ -5,7 +5,7 @@ evaluation sets of each run) — see ``recipes/*.py``.
 One run = one model: build a :class:`~modeling.MultiTaskModel` on the backbone with the run's tasks, train
 it with :class:`~modeling.MultiTaskTrainer` (seeded, resumable checkpoints under the run folder), tune the
 multi-label thresholds on the validation set, evaluate on the run's evaluation sets, and return one results
-row per task x evaluation set x metric.
+row per task x evaluation set x metric (each row also carries the run's trainable / total parameter counts).
 """
 
 from __future__ import annotations
@@ -49,6 +49,17 @@ class CompactProgress(TrainerCallback):
         per_task = ", ".join(f"{k[5:]} {v:.3f}" for k, v in logs.items() if k.startswith("loss_"))
         print(f"[runner]     step {state.global_step}/{state.max_steps}: loss {logs['loss']:.3f}"
               f"{' (' + per_task + ')' if per_task else ''}", flush=True)
+
+
+def count_parameters(model) -> dict[str, int]:
+    """``{"trainable_parameters", "total_parameters"}`` of a model as built for training (tied tensors counted once).
+
+    Trainable means ``requires_grad``: the embeddings and the ``num_frozen_layers`` lowest layers are frozen, and
+    under adapters every base weight is (adapters inside frozen layers too), so arms differ in what they train.
+    """
+    parameters = list(model.parameters())
+    return {"trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in parameters)}
 
 
 def check_eval_tasks(eval_set: str, requested: Sequence[str], model_tasks: Sequence[str]) -> None:
@@ -194,6 +205,7 @@ class Study:
                 trainer.remove_callback(PrinterCallback)
                 trainer.remove_callback(ProgressCallback)
                 trainer.add_callback(CompactProgress())
+            parameters = count_parameters(model)  # once per run; carried by every row as metadata, not as a metric
             trainer.train(resume_from_checkpoint=resume)
             trainer.tune_thresholds(validation)  # decision thresholds come from validation, never from test
             metrics = trainer.evaluate({"validation": validation, **encoded_eval})
@@ -204,14 +216,15 @@ class Study:
                         key = f"eval_{set_name}_{task}_{metric}"
                         if key in metrics:
                             rows.append({"task": task, "eval_set": set_name, "metric": metric, "value": float(metrics[key]),
-                                         "train_examples": len(train), "train_steps": trainer.state.global_step})
+                                         "train_examples": len(train), "train_steps": trainer.state.global_step,
+                                         **parameters})
 
             def save(folder: Path) -> None:
                 trainer.save_model(str(folder))
                 self.tokenizer.save_pretrained(str(folder))
 
             return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), save_model=save,
-                              extra={"train_rows": len(train), "steps": trainer.state.global_step})
+                              extra={"train_rows": len(train), "steps": trainer.state.global_step, **parameters})
 
         return run
 
