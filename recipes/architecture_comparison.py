@@ -20,7 +20,7 @@ from modeling.experiments.study import Study
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="architecture_comparison")
     study = Study(args, "architecture_comparison", "Architecture comparison: stl vs mtl vs mtl_adapters",
                   "Does sharing one encoder between the tasks (hard sharing or per-task adapters) beat one model per task?")
     tasks = study.task_names()

@@ -20,7 +20,7 @@ BOTH = "both"
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="cross_domain_evaluation")
     study = Study(args, "cross_domain_evaluation", "Cross-domain evaluation: the train x test domain matrix",
                   "How well does a model trained on one domain do on the other, and is the loss symmetric?")
     tasks = study.task_names()

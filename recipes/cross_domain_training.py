@@ -28,7 +28,7 @@ class CrossDomainTrainingArguments:
 
 
 def main(argv=None):
-    args, recipe = parse_recipe_args([ExperimentArguments, CrossDomainTrainingArguments], argv)
+    args, recipe = parse_recipe_args([ExperimentArguments, CrossDomainTrainingArguments], argv, recipe="cross_domain_training")
     study = Study(args, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
                   f"With {recipe.primary_task} labelled only on {recipe.primary_domain}, does an auxiliary task trained on "
                   "the other domain carry the primary task over there?")

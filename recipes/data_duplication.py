@@ -21,7 +21,7 @@ from modeling.experiments.study import Study
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="data_duplication")
     study = Study(args, "data_duplication", "Data-duplication control: stl with mtl's token count vs mtl",
                   "Does multi-task training still win when the single-task models see as many tokens as the multi-task model?")
     tasks = study.task_names()

@@ -22,7 +22,7 @@ from modeling.experiments.study import Study
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv)
+    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="label_granularity")
     study = Study(args, "label_granularity", "Label granularity of the tasks in a multi-task model",
                   "Does the granularity of one task's labels change what multi-task training does for the other task?")
     if len(args.tasks) != 2:

@@ -82,7 +82,7 @@ def predictions_and_latency(study, texts, repeats):
 
 
 def main(argv=None):
-    args, tickets = parse_recipe_args([ExperimentArguments, TicketArguments], argv)
+    args, tickets = parse_recipe_args([ExperimentArguments, TicketArguments], argv, recipe="ticket_router")
     data = load_tickets(args, tickets)
     study = Study(args, "ticket_router", "Ticket router: one multi-task model vs one model per label", 
                   "Is one three-headed router as good as three single-task classifiers, and what does it save?", data=data)

@@ -30,7 +30,7 @@ def default_backbone() -> str:
 class ExperimentArguments:
     """Options shared by every recipe (what to run, where, on which data and backbone, how long)."""
 
-    output_dir: str = field(default="outputs/experiment", metadata={"help": "Folder for runs, results.jsonl, report.md, figures and the best model of each arm."})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Folder for runs, results.jsonl, report.md, figures and the best model of each arm. Default: outputs/<recipe name>."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed. Use >= 6 seeds for a Wilcoxon test to be able to reach p < 0.05."})
     arms: list[str] = field(default_factory=lambda: list(ARCHITECTURES), metadata={"help": "Architectures to compare: stl (one model per task), mtl (hard sharing), mtl_adapters (per-task LoRA adapters)."})
     model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Backbone (folder or Hub id). Default: the embedded MiniLM-L6 (offline)."})
@@ -105,10 +105,11 @@ def _yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
     return values
 
 
-def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None):
+def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None, recipe: str | None = None):
     """Parse ``--config file.yaml`` (optional) and command-line overrides into the given dataclasses.
 
-    Returns one instance per dataclass type, in order.
+    ``recipe`` names the default output folder, ``outputs/<recipe>``, so that two recipes run with their
+    defaults never share (and skip each other's) results. Returns one instance per dataclass type, in order.
     """
     argv = list(sys.argv[1:] if args is None else args)
     parser = HfArgumentParser(list(dataclass_types))
@@ -124,4 +125,7 @@ def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | Non
     if config_path:
         parser.set_defaults(**_yaml_defaults(config_path, dataclass_types))
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
+    for parsed in outputs:
+        if getattr(parsed, "output_dir", "") is None:
+            parsed.output_dir = f"outputs/{recipe or 'experiment'}"
     return tuple(o for o in outputs if not hasattr(o, "config") or type(o).__name__ != "Namespace")

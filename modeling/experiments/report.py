@@ -51,6 +51,16 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- figures
+# One colour per arm in every figure, so "mtl" is the same colour in the scores and the learning curves.
+_KNOWN_ARM_COLOURS = {"stl": "C0", "mtl": "C1", "mtl_adapters": "C2"}
+
+
+def arm_colours(arms: Sequence[str]) -> dict[str, str]:
+    """Matplotlib colour of each arm: fixed for the three architectures, the next free cycle colour for others."""
+    free = (f"C{i}" for i in range(3, 10_000))
+    return {arm: _KNOWN_ARM_COLOURS.get(arm) or next(free) for arm in arms}
+
+
 def plot_per_seed_scores(rows: Sequence[Mapping], metric: str, path: Path, eval_set: str | None = None,
                          arm_order: Sequence[str] | None = None) -> Path | None:
     """One panel per task (x eval set): every seed's score as a dot per arm, the mean as a bar."""
@@ -64,13 +74,14 @@ def plot_per_seed_scores(rows: Sequence[Mapping], metric: str, path: Path, eval_
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
     rng = np.random.default_rng(0)  # jitter only, for readability
+    colours = arm_colours(sorted(arms))
     for ax, (task, es) in zip(axes.flat, panels):
         for i, arm in enumerate(arms):
             vals = [float(r["value"]) for r in selected if r["arm"] == arm and r["task"] == task and r["eval_set"] == es]
             if not vals:
                 continue
-            ax.bar(i, np.mean(vals), color=f"C{i}", alpha=0.35, width=0.6)
-            ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, color=f"C{i}", edgecolor="black", zorder=3, s=22)
+            ax.bar(i, np.mean(vals), color=colours[arm], alpha=0.35, width=0.6)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, color=colours[arm], edgecolor="black", zorder=3, s=22)
         ax.set_xticks(range(len(arms)), arms, rotation=20)
         ax.set_title(f"{task} — {es}", fontsize=10)
         ax.set_ylabel(metric)
@@ -133,7 +144,7 @@ def plot_learning_curves(histories: Mapping[str, tuple[str, Sequence[Mapping]]],
     """One panel per task; one line per run (``histories``: run_id -> (arm, log history)) coloured by arm."""
     if not histories or not tasks:
         return None
-    arms = sorted({arm for arm, _ in histories.values()})
+    colours = arm_colours(sorted({arm for arm, _ in histories.values()}))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.4), squeeze=False)
     drawn = False
     for ax, task in zip(axes.flat, tasks):
@@ -144,7 +155,7 @@ def plot_learning_curves(histories: Mapping[str, tuple[str, Sequence[Mapping]]],
                     continue
                 label = arm if arm not in labelled else None
                 labelled.add(arm)
-                ax.plot(steps, vals, color=f"C{arms.index(arm)}", alpha=0.55, linewidth=1, label=label)
+                ax.plot(steps, vals, color=colours[arm], alpha=0.55, linewidth=1, label=label)
                 drawn = True
         ax.set_title(f"{task}: training loss")
         ax.set_xlabel("step")
