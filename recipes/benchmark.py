@@ -642,6 +642,20 @@ class Benchmark:
 
     # --- 2. training --------------------------------------------------------------------------------------
 
+    def _alternating_throughput(self, warmup_steps: int, build: dict[str, Callable[[str], Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Train each candidate once per repeat and measure its throughput; candidates alternate which runs
+        first, so that neither always meets the same machine state (a busy spell hits both)."""
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in build}
+        names = list(build)
+        with tempfile.TemporaryDirectory() as workdir:
+            for repeat in range(self.args.repeats):
+                for name in names if repeat % 2 == 0 else names[::-1]:
+                    trainer = build[name](workdir)
+                    runs[name].append(self._throughput(trainer, warmup_steps))
+                    del trainer
+                    gc.collect()
+        return runs
+
     def _throughput(self, trainer, warmup_steps: int) -> dict[str, Any]:
         """Train, timing each step after `warmup_steps`, in wall-clock and in CPU time of this process.
 
@@ -766,22 +780,13 @@ class Benchmark:
         plain_labels = [first["labels"].index(label) for label in task_labels[first["name"]]]
         mt_steps = warm + max(1, math.ceil(len(texts) / bs) - warm)  # one epoch, whatever the order
         base_steps = warm + args.train_baseline_steps
-        results: dict[str, list[dict[str, Any]]] = {"multitask": [], "plain_padded": []}
         self.log(f"training (varied lengths): {len(texts)} texts, median {int(np.median(lengths)) + 2} tokens, "
                  f"{args.repeats} repeats")
-        with tempfile.TemporaryDirectory() as workdir:
-            for repeat in range(args.repeats):
-                # alternate which one runs first, so neither always meets the same machine state
-                order = ("multitask", "plain_padded") if repeat % 2 == 0 else ("plain_padded", "multitask")
-                for name in order:
-                    if name == "multitask":
-                        trainer = self._multitask_trainer(texts, task_labels, tasks, mt_steps, workdir)
-                    else:
-                        trainer = self._plain_trainer(texts, plain_labels, len(first["labels"]),
-                                                      args.train_baseline_max_length, base_steps, workdir)
-                    results[name].append(self._throughput(trainer, warm))
-                    del trainer
-                    gc.collect()
+        results = self._alternating_throughput(warm, {
+            "multitask": lambda workdir: self._multitask_trainer(texts, task_labels, tasks, mt_steps, workdir),
+            "plain_padded": lambda workdir: self._plain_trainer(texts, plain_labels, len(first["labels"]),
+                                                                args.train_baseline_max_length, base_steps, workdir),
+        })
         ours = median([r["tokens_per_s"] for r in results["multitask"]])
         base = median([r["tokens_per_s"] for r in results["plain_padded"]])
         self.figures.append(Figure(
@@ -800,20 +805,12 @@ class Benchmark:
         task_labels = {t["name"]: [random_label(t, rng) for _ in texts] for t in tasks}
         plain_labels = [first["labels"].index(label) for label in task_labels[first["name"]]]
         steps = warm + args.train_fixed_steps
-        fixed: dict[str, list[dict[str, Any]]] = {"multitask": [], "plain": []}
         self.log(f"training (fixed length {length}): {args.repeats} repeats x {steps} steps")
-        with tempfile.TemporaryDirectory() as workdir:
-            for repeat in range(args.repeats):
-                order = ("multitask", "plain") if repeat % 2 == 0 else ("plain", "multitask")
-                for name in order:
-                    if name == "multitask":
-                        trainer = self._multitask_trainer(texts, task_labels, tasks, steps, workdir)
-                    else:
-                        trainer = self._plain_trainer(texts, plain_labels, len(first["labels"]), length, steps,
-                                                      workdir, pad_to_max=False)
-                    fixed[name].append(self._throughput(trainer, warm))
-                    del trainer
-                    gc.collect()
+        fixed = self._alternating_throughput(warm, {
+            "multitask": lambda workdir: self._multitask_trainer(texts, task_labels, tasks, steps, workdir),
+            "plain": lambda workdir: self._plain_trainer(texts, plain_labels, len(first["labels"]), length, steps,
+                                                         workdir, pad_to_max=False),
+        })
         # Every step has the same tokens: compare median step costs over all repeats. The figure uses CPU time
         # (a <= 5% difference drowns in wall-clock noise when other jobs share the cores); wall-clock is
         # reported alongside and agrees on an idle machine.
