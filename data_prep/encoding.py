@@ -24,9 +24,7 @@ from typing import Sequence
 import datasets
 import numpy as np
 
-SINGLE = "single_label_classification"
-MULTI = "multi_label_classification"
-IGNORE_INDEX = -100
+from modeling.vocabulary import DOCUMENT, IGNORE_INDEX, MULTI_LABEL as MULTI, SINGLE_LABEL as SINGLE, SPAN, label_column  # noqa: F401
 
 
 def _as_task_dicts(tasks) -> list[dict]:
@@ -57,13 +55,8 @@ def _as_task_dicts(tasks) -> list[dict]:
     return specs
 
 
-def label_column(task_name: str) -> str:
-    """Name of the encoded label column of a task (``labels.<task>``)."""
-    return f"labels.{task_name}"
-
-
 def encoded_features(tasks, with_token_type_ids: bool) -> datasets.Features:
-    """Schema of the encoded (windowed) rows of ``INTERFACES.md``."""
+    """Schema of the encoded (windowed) rows (the data contract in :mod:`modeling.vocabulary`)."""
     ints = datasets.List(datasets.Value("int32"))
     features = {"input_ids": ints, "attention_mask": datasets.List(datasets.Value("int8"))}
     if with_token_type_ids:

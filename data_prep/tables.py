@@ -22,8 +22,7 @@ from typing import Literal, Mapping, Sequence
 
 import datasets
 
-SINGLE = "single_label_classification"
-MULTI = "multi_label_classification"
+from modeling.vocabulary import MULTI_LABEL as MULTI, SINGLE_LABEL as SINGLE  # noqa: F401
 
 
 class TableFormatError(ValueError):
@@ -37,7 +36,7 @@ class LabelledTable:
     examples: datasets.Dataset
     """Multi-task examples: ``doc_id``, ``text``, ``mentions`` (empty), one column per task."""
     tasks: list[dict]
-    """Task dicts (document level) in the format of ``INTERFACES.md``."""
+    """Task dicts (document level; the task specification of :mod:`modeling.vocabulary`)."""
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per task: ``labelled`` and ``missing`` rows; plus ``rows`` / ``skipped`` under key ``"_table"``."""
 

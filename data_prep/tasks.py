@@ -14,7 +14,7 @@ For a per-domain narrative task, articles of the other domain get no label (``No
 other domain on an in-domain article (the URW-id articles with CC narratives) are dropped; an article left
 with nothing is labelled ``Other``.
 
-The specs are plain dicts as in ``INTERFACES.md`` (``name, level, problem_type, labels, parents,
+The specs are plain dicts as in :mod:`modeling.vocabulary` (``name, level, problem_type, labels, parents,
 thresholds``), accepted by ``MultiTaskConfig``.
 """
 
@@ -27,8 +27,7 @@ import datasets
 
 from .taxonomy import FINE_ROLES, FINE_TO_MAIN, MAIN_ROLES, OTHER, NarrativeTaxonomy, domain_of_label
 
-SINGLE = "single_label_classification"
-MULTI = "multi_label_classification"
+from modeling.vocabulary import MULTI_LABEL as MULTI, SINGLE_LABEL as SINGLE  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class SemEvalTask:
 
     @property
     def spec(self) -> dict:
-        """The task dict of ``INTERFACES.md`` (what ``MultiTaskConfig(tasks=[...])`` takes)."""
+        """The task dict of :mod:`modeling.vocabulary` (what ``MultiTaskConfig(tasks=[...])`` takes)."""
         return {
             "name": self.name,
             "level": self.level,
@@ -175,7 +174,7 @@ def _task_feature(spec: dict) -> datasets.features.FeatureType:
 
 
 def multitask_features(tasks: Sequence[SemEvalTask | dict], extra: dict | None = None) -> datasets.Features:
-    """Schema of the "multi-task examples" of ``INTERFACES.md`` for these tasks."""
+    """Schema of the "multi-task examples" of :mod:`modeling.vocabulary` for these tasks."""
     features = {
         "doc_id": datasets.Value("string"),
         "text": datasets.Value("string"),
@@ -192,7 +191,7 @@ def to_multitask_examples(
     tasks: Sequence[SemEvalTask],
     passthrough: Sequence[str] = ("domain", "language"),
 ) -> datasets.Dataset:
-    """Convert loaded SemEval articles to the "multi-task examples" format of ``INTERFACES.md``.
+    """Convert loaded SemEval articles to the "multi-task examples" format of :mod:`modeling.vocabulary`.
 
     Columns: ``doc_id``, ``text``, ``mentions`` (``start``/``end`` only), one column per task named like
     the task, and the ``passthrough`` columns that the articles have.

@@ -13,10 +13,7 @@ from typing import Any
 import torch
 
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, MultiTaskConfig, TaskSpec, normalize_task
-
-
-IGNORE_INDEX = -100
-LABEL_PREFIX = "labels."
+from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX as LABEL_PREFIX
 
 
 @dataclass

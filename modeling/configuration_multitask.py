@@ -1,7 +1,7 @@
 """Configuration of a multi-task model: a nested backbone config plus an ordered list of task specifications.
 
-This file is copied next to every saved checkpoint (``trust_remote_code`` loading), so it imports nothing from
-this repository and only standard/``transformers`` modules.
+This file is copied next to every saved checkpoint (``trust_remote_code`` loading), with its sibling
+``vocabulary.py``: it imports nothing else from this repository, only standard/``transformers`` modules.
 """
 
 
@@ -15,12 +15,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 
-DOCUMENT = "document"
-SPAN = "span"
-TASK_LEVELS = (DOCUMENT, SPAN)
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
-PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
+from .vocabulary import DOCUMENT, MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL, SPAN, TASK_LEVELS  # noqa: F401 (re-exported)
 SHARING_MODES = ("hard", "adapters")
 DOCUMENT_POOLINGS = ("cls", "mean")
 SPAN_POOLINGS = ("mean", "max")

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
+from .vocabulary import MULTI_LABEL, SINGLE_LABEL, label_column  # noqa: F401
 
 
 class TaskWeighting(nn.Module):
@@ -331,7 +330,7 @@ def balanced_loss_options(dataset, task: Mapping, max_weight: float = 50.0) -> d
     Multi-label: ``negatives / positives`` per label; labels never positive get 1.0. Both are capped at
     `max_weight` so that a label seen once does not dominate the loss.
     """
-    column = f"labels.{task['name']}"
+    column = label_column(task["name"])
     column_names = getattr(dataset, "column_names", None)
     if column_names is not None:
         if column not in column_names:

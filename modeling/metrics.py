@@ -25,27 +25,14 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
-IGNORE_INDEX = -100
+from .vocabulary import IGNORE_INDEX, MULTI_LABEL, SINGLE_LABEL, probabilities_from_logits  # noqa: F401 (re-exported)
+
 DEFAULT_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------------------------
-def probabilities_from_logits(logits: np.ndarray, problem_type: str) -> np.ndarray:
-    """Softmax (single-label) or sigmoid (multi-label) of `logits` ``[N, C]``, as float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if problem_type == MULTI_LABEL:
-        return 1.0 / (1.0 + np.exp(-logits))
-    if problem_type == SINGLE_LABEL:
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        exponentials = np.exp(shifted)
-        return exponentials / exponentials.sum(axis=-1, keepdims=True)
-    raise ValueError(f"unknown problem_type {problem_type!r}; expected {SINGLE_LABEL!r} or {MULTI_LABEL!r}")
-
-
 def labelled_mask(labels: np.ndarray, problem_type: str) -> np.ndarray:
     """Boolean mask of the rows that carry a label (single-label: != -100; multi-label: not all -100)."""
     labels = np.asarray(labels)

@@ -26,9 +26,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
 from .windowing import aggregate_document_scores, window_text
-
-
-IGNORE_INDEX = -100
+from .vocabulary import IGNORE_INDEX, probabilities_from_logits
 
 # Where the stack of transformer blocks lives in common encoder layouts (BERT/RoBERTa/DeBERTa-v2/ELECTRA use
 # `encoder.layer`, DistilBERT `transformer.layer`, ModernBERT and newer models `layers`).
@@ -736,9 +734,7 @@ class MultiTaskModel(PreTrainedModel):
 
     @staticmethod
     def _probabilities(task: dict, logits: torch.Tensor) -> list[float]:
-        if task["problem_type"] == MULTI_LABEL:
-            return torch.sigmoid(logits).tolist()
-        return torch.softmax(logits, dim=-1).tolist()
+        return probabilities_from_logits(logits, task["problem_type"]).tolist()
 
     def _decide(self, task: dict, probabilities: list[float], return_scores: bool):
         labels = task["labels"]

@@ -21,8 +21,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-LABEL_COLUMN_PREFIX = "labels."
-IGNORE_INDEX = -100
+from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX  # noqa: F401 (re-exported)
 
 
 def has_label(value) -> bool:

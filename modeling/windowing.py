@@ -12,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-SINGLE_LABEL = "single_label_classification"
-MULTI_LABEL = "multi_label_classification"
+from .vocabulary import MULTI_LABEL, SINGLE_LABEL  # noqa: F401 (re-exported)
 
 
 def _check_mentions(text: str, mentions: Sequence[Sequence[int]]) -> list[tuple[int, int]]:

@@ -15,8 +15,8 @@ import os
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.study import Study
 
 
 def main(argv=None):

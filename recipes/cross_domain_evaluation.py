@@ -12,9 +12,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from data_prep.ablations import per_domain_eval_sets
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.stats import cross_domain_matrix
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.stats import cross_domain_matrix
+from mtl_study.study import Study
 
 BOTH = "both"
 

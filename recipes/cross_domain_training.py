@@ -16,9 +16,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dataclasses import dataclass, field
 
 from data_prep.ablations import cross_domain_examples, per_domain_eval_sets, single_task_examples
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.runner import RunSpec
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.runner import RunSpec
+from mtl_study.study import Study
 
 
 @dataclass

@@ -14,10 +14,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from data_prep.ablations import duplication_control, token_count
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.report import markdown_table
-from modeling.experiments.runner import RunSpec
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.report import markdown_table
+from mtl_study.runner import RunSpec
+from mtl_study.study import Study
 
 
 def main(argv=None):

@@ -15,10 +15,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from itertools import product
 
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.data import task_name
-from modeling.experiments.runner import RunSpec
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.data import task_name
+from mtl_study.runner import RunSpec
+from mtl_study.study import Study
 
 
 def main(argv=None):

@@ -25,11 +25,11 @@ from data_prep.leakage import audit_label_leakage
 from data_prep.splits import split_articles
 from data_prep.synthetic_tickets import SyntheticTicketsConfig, write_tickets
 from data_prep.tables import load_table
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.data import SPLIT_SEED, ExperimentData
-from modeling.experiments.report import markdown_table
-from modeling.experiments.runner import best_models
-from modeling.experiments.study import Study
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.data import SPLIT_SEED, ExperimentData
+from mtl_study.report import markdown_table
+from mtl_study.runner import best_models
+from mtl_study.study import Study
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Shared test fixtures: tiny randomly initialised backbones (fast), paths to the shared real-data samples."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tests exercise this checkout's recipe layer (recipes/mtl_study), also when another copy is installed.
+sys.path.insert(0, str(REPO_ROOT / "recipes"))
+sys.path.insert(0, str(REPO_ROOT))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard, metadata_load
 
-from modeling.experiments.cards import TEMPLATE_PATH, build_model_card
-from modeling.experiments.report import ReportInputs, write_report
-from modeling.experiments.stats import compare_arms, cross_domain_matrix
+from mtl_study.cards import TEMPLATE_PATH, build_model_card
+from mtl_study.report import ReportInputs, write_report
+from mtl_study.stats import compare_arms, cross_domain_matrix
 
 TASKS = [
     {"name": "narratives", "level": "document", "problem_type": "multi_label_classification", "labels": [f"N{i}" for i in range(9)]},
@@ -96,7 +96,7 @@ def test_report_states_when_too_few_seeds(tmp_path):
 
 
 def test_learning_curves_plot_a_task_only_for_runs_that_trained_it():
-    from modeling.experiments.report import learning_curve_series
+    from mtl_study.report import learning_curve_series
 
     stl_a = [{"step": s, "loss": 1 / s, "loss_a": 1 / s} for s in (1, 2, 3)]
     assert set(learning_curve_series(stl_a, "a")) == {"loss_a"}

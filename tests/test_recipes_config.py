@@ -1,7 +1,7 @@
 """Recipe option parsing: defaults that keep recipes apart, YAML defaults under command-line overrides."""
 
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.report import arm_colours
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.report import arm_colours
 
 
 def test_each_recipe_writes_to_its_own_default_folder():

@@ -107,7 +107,7 @@ def test_architecture_comparison_end_to_end_and_saved_arms_reload(tiny_backbone_
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tiny_backbone_dir, tmp_path, monkeypatch, capsys):
-    from modeling.experiments import study as study_module
+    from mtl_study import study as study_module
 
     args = ["--arms", "mtl", "--max_steps", "4", "--save_steps", "2"]
     clean = tmp_path / "clean"
@@ -141,8 +141,8 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tiny_back
 
 
 def test_evaluation_set_naming_a_task_the_model_lacks_is_a_clear_error(tiny_backbone_dir, tmp_path):
-    from modeling.experiments.config import parse_recipe_args, ExperimentArguments
-    from modeling.experiments.study import Study, check_eval_tasks
+    from mtl_study.config import parse_recipe_args, ExperimentArguments
+    from mtl_study.study import Study, check_eval_tasks
 
     with pytest.raises(ValueError, match=r"evaluation set 'test' names task\(s\) \['queue'\] that the model lacks"):
         check_eval_tasks("test", ["category", "queue"], ["category"])

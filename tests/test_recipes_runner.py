@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-from modeling.experiments.results import ResultsStore, atomic_write_text
-from modeling.experiments.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint
+from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.results import ResultsStore, atomic_write_text
+from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint
 
 
 class Crash(RuntimeError):

@@ -85,8 +85,8 @@ def test_missing_data_dir_names_the_folder_and_the_expected_layout(tiny_backbone
 def test_crash_while_saving_a_new_best_model_keeps_the_previous_best_and_records_nothing(tmp_path):
     """A run that fails while its model is being saved as the arm's best: the previous best stays whole, the
     run is not recorded, and the relaunch redoes it and swaps the new best in."""
-    from modeling.experiments.results import ResultsStore
-    from modeling.experiments.runner import ExperimentRunner, RunOutcome, RunSpec, best_models
+    from mtl_study.results import ResultsStore
+    from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models
 
     class DiskFull(OSError):
         pass

@@ -36,7 +36,7 @@ def recipe_args(backbone, output_dir, *extra):
 
 def cpu_option():
     """``--use_cpu`` only where an accelerator exists: a CPU-only machine must pick CPU processes by itself."""
-    from modeling.experiments.runner import wants_cpu
+    from mtl_study.runner import wants_cpu
 
     return [] if wants_cpu() else ["--use_cpu"]
 
@@ -95,9 +95,9 @@ def test_cpu_process_group_when_asked_or_without_accelerator(monkeypatch, tmp_pa
     would train alone and write the results): the runner and the trainer arguments must both ask for CPU."""
     import torch
 
-    from modeling.experiments import runner
-    from modeling.experiments.config import ExperimentArguments
-    from modeling.experiments.study import Study
+    from mtl_study import runner
+    from mtl_study.config import ExperimentArguments
+    from mtl_study.study import Study
 
     seen = {}
 
@@ -150,8 +150,8 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
     assert losses and all(loss == loss and abs(loss) != float("inf") for loss in losses)
 
     from modeling import MultiTaskModel, MultiTaskTrainer
-    from modeling.experiments.config import ExperimentArguments, parse_recipe_args
-    from modeling.experiments.study import Study
+    from mtl_study.config import ExperimentArguments, parse_recipe_args
+    from mtl_study.study import Study
 
     (args,) = parse_recipe_args([ExperimentArguments], recipe_args(tiny_backbone_dir, out, "--per_device_train_batch_size", "1"))
     study = Study(args, "check", "check", "check")

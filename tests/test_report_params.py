@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 from conftest import REPO_ROOT
 
 from modeling import MultiTaskModel
-from modeling.experiments.cards import build_model_card
-from modeling.experiments.report import (
+from mtl_study.cards import build_model_card
+from mtl_study.report import (
     LOSS_CURVES_NOTE,
     ReportInputs,
     arm_table,
@@ -21,7 +21,7 @@ from modeling.experiments.report import (
     parameter_table,
     write_report,
 )
-from modeling.experiments.study import count_parameters
+from mtl_study.study import count_parameters
 
 TASKS = [
     {"name": "a", "level": "document", "problem_type": "multi_label_classification", "labels": ["x", "y", "z"]},

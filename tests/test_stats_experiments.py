@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from modeling.experiments.stats import (
+from mtl_study.stats import (
     MIN_PAIRS_FOR_SIGNIFICANCE,
     compare_arms,
     cross_domain_matrix,

@@ -1,7 +1,7 @@
 """Shared builders for the trainer tests (tasks, learnable synthetic encoded rows, tiny models, arguments).
 
 Imported by tests/test_trainer_*.py and by the two-process worker; it holds no tests of its own.
-The rows follow the encoded-dataset format of INTERFACES.md, with labels that are deterministic functions of
+The rows follow the encoded-dataset format of modeling.vocabulary, with labels that are deterministic functions of
 "key" tokens so that a tiny random BERT can learn them within a few steps.
 """
 

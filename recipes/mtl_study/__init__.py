@@ -1,5 +1,5 @@
 """Experiment machinery shared by the recipes: configuration, the resumable runner, statistics,
-reports and model cards. Import the submodules directly (``from modeling.experiments.stats import ...``)."""
+reports and model cards. Import the submodules directly (``from mtl_study.stats import ...``)."""
 
 from .config import ExperimentArguments, parse_recipe_args
 from .results import ResultsStore, atomic_write_json, atomic_write_text

@@ -1,7 +1,7 @@
 """Statistics over the results of an ablation: mean +- std per arm, paired Wilcoxon tests, effect sizes.
 
 Every function works on *results rows* (dicts with at least ``arm``, ``seed``, ``task``, ``eval_set``,
-``metric`` and ``value``, as written to ``results.jsonl`` by :mod:`modeling.experiments.runner`).
+``metric`` and ``value``, as written to ``results.jsonl`` by :mod:`mtl_study.runner`).
 
 Arms are compared *paired by seed*: seed ``s`` of arm A is matched with seed ``s`` of arm B, because the
 seed fixes the data order and the head initialisation, so the difference isolates the arm. The test is
