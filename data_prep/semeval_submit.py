@@ -1,0 +1,174 @@
+"""Write SemEval-2025 Task 10 submission files for a folder of raw documents with a saved multi-task model.
+
+::
+
+    python -m data_prep.semeval_submit --model MODEL_DIR --documents EN/raw-documents \\
+        [--mentions EN/subtask-1-entity-mentions.txt] --out OUT_DIR
+
+``--mentions`` gives the entity mentions to classify (the organisers' ``subtask-1-entity-mentions.txt``,
+``article_id<TAB>mention<TAB>start<TAB>end`` in UTF-16 units with inclusive end, or an annotation file whose
+extra columns are ignored); it is required when the model has an entity-framing task. Every input is checked
+before the model is loaded: a missing folder, an empty or undecodable document, an unknown article, an offset out
+of range or a mention text that differs from the document fail with a message naming the file and line.
+Writes ``OUT_DIR/subtask-1-annotations.txt`` and/or ``OUT_DIR/subtask-2-annotations.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .semeval import SemEvalFormatError, utf16_offset_table
+from .semeval_official import Submission, read_tsv_lines, submission_from_predictions, task_roles
+
+logger = logging.getLogger(__name__)
+
+
+def read_documents(folder: str | Path) -> list[dict]:
+    """Articles of a ``raw-documents`` folder as ``{"id", "text", "mentions": []}``, sorted by file name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder of raw documents not found")
+    articles = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            # newline="" keeps the text as stored: the official offsets count every character, "\r" included
+            with open(path, encoding="utf-8", newline="") as handle:
+                text = handle.read()
+        except UnicodeDecodeError as error:
+            raise SemEvalFormatError(f"document is not valid UTF-8 ({error})", path) from error
+        if not text.strip():
+            raise SemEvalFormatError("document is empty", path)
+        articles.append({"id": path.name, "text": text, "mentions": []})
+    if not articles:
+        raise FileNotFoundError(f"{folder}: no documents in the folder")
+    return articles
+
+
+def attach_mentions(articles: list[dict], path: str | Path) -> int:
+    """Add the mentions of ``path`` (official offsets) to ``articles`` as Python ``start``/``end`` (end exclusive).
+
+    Returns the number of mentions; mentions of an article keep the file's order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: mentions file not found")
+    by_id = {article["id"]: article for article in articles}
+    tables: dict[str, list[int | None] | None] = {}
+    seen: dict[tuple[str, int, int], int] = {}
+    count = 0
+    for number, fields in read_tsv_lines(path):
+        if len(fields) < 4:
+            raise SemEvalFormatError(f"expected at least 4 tab-separated fields (article_id, mention, start, end), found {len(fields)}", path, number)
+        article_id, mention = fields[0].strip(), fields[1]
+        if article_id not in by_id:
+            raise SemEvalFormatError(f"article {article_id!r} is not among the documents", path, number, "article_id")
+        try:
+            start16, end16 = int(fields[2]), int(fields[3])
+        except ValueError:
+            raise SemEvalFormatError(f"offsets {fields[2]!r}, {fields[3]!r} are not integers", path, number, "start/end") from None
+        text = by_id[article_id]["text"]
+        if article_id not in tables:
+            tables[article_id] = utf16_offset_table(text)
+        table = tables[article_id]
+        length16 = len(text) if table is None else len(table) - 1
+        if not 0 <= start16 <= end16 < length16:
+            raise SemEvalFormatError(
+                f"span [{start16}, {end16}] (UTF-16 units, end inclusive) is outside {article_id!r} of {length16} UTF-16 units",
+                path,
+                number,
+                "start/end",
+            )
+        start, end = (start16, end16 + 1) if table is None else (table[start16], table[end16 + 1])
+        if start is None or end is None:
+            raise SemEvalFormatError(f"span [{start16}, {end16}] splits a character outside the BMP", path, number, "start/end")
+        if text[start:end] != mention:
+            raise SemEvalFormatError(
+                f"mention {mention!r} differs from the document text {text[start:end]!r} at [{start16}, {end16}]",
+                path,
+                number,
+                "mention",
+            )
+        key = (article_id, start16, end16)
+        if key in seen:
+            raise SemEvalFormatError(f"same span as line {seen[key]}", path, number, "start/end")
+        seen[key] = number
+        by_id[article_id]["mentions"].append({"start": start, "end": end})
+        count += 1
+    return count
+
+
+def _model_tasks(model_dir: Path) -> list[dict]:
+    """The task specs of a saved model, read from its config.json without loading weights."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: --model must be a folder saved with save_pretrained")
+    try:
+        tasks = json.loads(config_path.read_text(encoding="utf-8")).get("tasks")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+    if not tasks:
+        raise ValueError(f"{config_path}: no 'tasks' field: not a MultiTaskModel checkpoint")
+    return tasks
+
+
+def write_submission(
+    model_dir: str | Path,
+    documents: str | Path,
+    out: str | Path,
+    mentions: str | Path | None = None,
+    batch_size: int = 16,
+) -> Submission:
+    """Validate the inputs, predict with the saved model and write the submission files to ``out``."""
+    model_dir, out = Path(model_dir), Path(out)
+    tasks = _model_tasks(model_dir)
+    roles = task_roles(tasks)
+    has_entity_task = roles.entity_fine is not None or roles.entity_coarse is not None
+    articles = read_documents(documents)
+    if has_entity_task and mentions is None:
+        raise ValueError(f"the model {model_dir} has an entity-framing task: give --mentions (subtask-1-entity-mentions.txt)")
+    count = attach_mentions(articles, mentions) if mentions is not None else 0
+    logger.info("%d documents, %d mentions: predicting with %s", len(articles), count, model_dir)
+
+    from modeling import MultiTaskModel  # heavy (torch): only once the inputs are known to be good
+
+    model = MultiTaskModel.from_pretrained(model_dir)
+    span_mentions = [[(m["start"], m["end"]) for m in article["mentions"]] for article in articles]
+    predictions = model.predict(
+        [article["text"] for article in articles],
+        mentions=span_mentions if has_entity_task else None,
+        batch_size=batch_size,
+        return_scores=True,
+    )
+    submission = submission_from_predictions(articles, predictions, model.config.tasks)
+    for path in submission.write(out):
+        logger.info("wrote %s", path)
+    return submission
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_prep.semeval_submit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="folder of a saved MultiTaskModel (with its tokenizer)")
+    parser.add_argument("--documents", required=True, type=Path, help="folder of raw documents (<LANG>/raw-documents)")
+    parser.add_argument("--mentions", type=Path, help="subtask-1-entity-mentions.txt (or an annotation file)")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the submission files to")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(submission.mentions)} subtask-1 lines, {len(submission.narratives)} subtask-2 lines -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
