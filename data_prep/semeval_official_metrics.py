@@ -5,8 +5,8 @@ Definitions, as in the organisers' released scorers (``subtask1_scorer.py``, ``s
 * **subtask 2** (``F1@coarse`` / ``F1@fine``): per article, the F1 of the predicted against the gold label set,
   both one-hot encoded over the class list (the taxonomy's narratives / subnarratives, ``Other`` included;
   labels outside it are ignored), with F1 = 0 when both sets are empty (``zero_division=0``); reported as
-  the mean (and population std) over articles. The mean is exactly
-  ``sklearn.metrics.f1_score(gold_multi_hot, pred_multi_hot, average="samples", zero_division=0)``.
+  the mean (and population std) over articles. The mean equals
+  ``sklearn.metrics.f1_score(gold_multi_hot, pred_multi_hot, average="samples", zero_division=0)`` (tested).
 * **subtask 1**: the exact match ratio of the fine-role *set* per mention (the official ranking measure:
   "EMR on the fine-grained roles"), and the accuracy of the main role.
 
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from .semeval_official import MentionLine, NarrativeLine, Submission
 from .taxonomy import OTHER, NarrativeTaxonomy, load_narrative_taxonomy
@@ -71,10 +70,9 @@ def samples_f1(
     y_true, y_pred = multi_hot(gold, classes), multi_hot(pred, classes)
     true_positives = (y_true & y_pred).sum(axis=1)
     denominator = y_true.sum(axis=1) + y_pred.sum(axis=1)
+    # Per example, as the organisers do (sklearn's samples average gives the same mean but refuses a single class).
     per_example = np.divide(2 * true_positives, denominator, out=np.zeros(len(gold)), where=denominator > 0)
-    # The mean is sklearn's samples-F1; computed per example here for the std the organisers also report.
-    mean = float(f1_score(y_true, y_pred, average="samples", zero_division=0))
-    return mean, float(per_example.std())
+    return float(per_example.mean()), float(per_example.std())
 
 
 def _aligned(gold: dict, pred: dict, what: str) -> list:

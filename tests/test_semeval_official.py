@@ -1,0 +1,323 @@
+"""SemEval-2025 Task 10 official formats both ways, the official measures, the scorer and the submit command."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from conftest import shared_data_path
+from data_prep.semeval import SemEvalFormatError, load_semeval, read_semeval_articles
+from data_prep.semeval_official import (
+    MentionLine,
+    NarrativeLine,
+    Submission,
+    read_subtask1,
+    submission_from_articles,
+    submission_from_predictions,
+    task_roles,
+    utf16_span,
+)
+from data_prep.semeval_official_metrics import METRIC_NAMES, official_metrics, samples_f1
+from data_prep.semeval_official_metrics import main as score_main
+from data_prep.semeval_submit import main as submit_main
+from data_prep.tasks import entity_framing_task, narrative_task
+from data_prep.taxonomy import NarrativeTaxonomy, load_narrative_taxonomy
+
+N1, N2 = "URW: Praise of Russia", "URW: Discrediting Ukraine"
+S1, S2 = f"{N1}: Russia is a guarantor of peace", f"{N2}: Ukraine is a puppet"
+C1 = "CC: Criticism of institutions"
+C1S = f"{C1}: Criticism of the EU"
+TAXONOMY = NarrativeTaxonomy.from_labels([N1, N2, C1], [S1, S2, C1S, f"{N1}: Other"])
+
+
+# ------------------------------------------------------------------------------------------ offsets, round trips
+def test_utf16_span_counts_surrogate_pairs_and_is_inclusive():
+    text = "\U0001F600 Bill Gates \U0001F30D met the BBC."
+    start = text.index("Bill")
+    assert utf16_span(text, start, start + 10) == (3, 12)  # the emoji is 2 UTF-16 units, 1 Python character
+    bbc = text.index("BBC")
+    assert utf16_span(text, bbc, bbc + 3) == (bbc + 2, bbc + 4)
+    assert utf16_span("plain", 0, 5) == (0, 4)
+    with pytest.raises(ValueError, match="outside a text of 5"):
+        utf16_span("plain", 2, 9)
+
+
+def test_written_gold_loads_back_identically_with_non_bmp_text(tmp_path):
+    text = "\U0001F600\U0001F600 Bill Gates said the BBC lied. \u00e9 Greta \U0001F30D Thunberg?\r\nEnd."
+    spans = [("Bill Gates", "Antagonist", ["Deceiver", "Corrupt"]), ("Greta \U0001F30D Thunberg", "Protagonist", ["Rebel"])]
+    mentions = []
+    for mention, main, fine in spans:
+        start = text.index(mention)
+        mentions.append({"start": start, "end": start + len(mention), "text": mention, "main_role": main, "fine_roles": fine})
+    article = {"id": "EN_UA_000001.txt", "text": text, "mentions": mentions, "narratives": [N1], "subnarratives": [S1]}
+    submission = submission_from_articles([article])
+    assert [line.start for line in submission.mentions] == [text.index("Bill") + 2, text.index("Greta") + 2]
+    (tmp_path / "EN" / "raw-documents").mkdir(parents=True)
+    (tmp_path / "EN" / "raw-documents" / article["id"]).write_bytes(text.encode("utf-8"))
+    submission.write(tmp_path / "EN")
+    [row] = load_semeval(tmp_path).to_list()
+    assert row["mentions"] == mentions
+    assert (row["narratives"], row["subnarratives"]) == ([N1], [S1])
+    assert Submission.read(tmp_path / "EN") == submission
+
+
+def test_sample_round_trip_gives_the_organisers_lines_back(tmp_path):
+    sample = shared_data_path("semeval2025_task10_sample")
+    rows, _ = read_semeval_articles(sample)
+    submission = submission_from_articles(rows)
+    emoji_row = next(r for r in rows if r["id"] == "EN_UA_002668.txt")
+    emoji_lines = [line for line in submission.mentions if line.article_id == "EN_UA_002668.txt"]
+    python_starts = [m["start"] for m in emoji_row["mentions"]]
+    assert emoji_lines and [line.start for line in emoji_lines] != python_starts  # UTF-16 offsets drift after emoji
+    original = read_subtask1(sample / "EN" / "subtask-1-annotations.txt")
+    assert {(l.key, l.mention, l.main_role, frozenset(l.fine_roles)) for l in original} == {
+        (l.key, l.mention, l.main_role, frozenset(l.fine_roles)) for l in submission.mentions
+    }
+    shutil.copytree(sample / "EN" / "raw-documents", tmp_path / "EN" / "raw-documents")
+    shutil.copytree(sample / "taxonomy", tmp_path / "taxonomy")
+    submission.write(tmp_path / "EN")
+    reloaded, _ = read_semeval_articles(tmp_path)
+    assert reloaded == rows
+
+
+def test_readers_name_file_line_and_field(tmp_path):
+    path = tmp_path / "subtask-1-annotations.txt"
+    path.write_text("EN_UA_1.txt\tBBC\t3\t5\tAntagonist\tSpy\r\nEN_UA_1.txt\tBBC\tx\t5\tAntagonist\r\n", encoding="utf-8")
+    with pytest.raises(SemEvalFormatError, match=r"subtask-1-annotations.txt, line 2, field 'start'"):
+        read_subtask1(path)
+    path.write_text("EN_UA_1.txt\tBBC\t3\t5\tAntagonist\tSpy\nEN_UA_1.txt\tBBC\t3\t5\tInnocent\tVictim\n")
+    with pytest.raises(SemEvalFormatError, match="line 2.*same mention span as line 1"):
+        read_subtask1(path)
+    (tmp_path / "st2").mkdir()
+    (tmp_path / "st2" / "subtask-2-annotations.txt").write_text("EN_UA_1.txt\tOther\n")
+    with pytest.raises(SemEvalFormatError, match="subtask-2-annotations.txt, line 1: expected 3 tab-separated fields"):
+        Submission.read(tmp_path / "st2")
+    with pytest.raises(FileNotFoundError, match="neither"):
+        Submission.read(tmp_path / "nothing")
+
+
+# ------------------------------------------------------------------------------------------ predictions -> lines
+def _article(article_id="EN_UA_000001.txt", text="Putin met Zelensky in Kyiv.", spans=()):
+    return {"id": article_id, "text": text, "mentions": [{"start": s, "end": e} for s, e in spans]}
+
+
+def test_task_roles_are_read_from_labels():
+    specs = [
+        entity_framing_task("fine").spec,
+        entity_framing_task("coarse").spec,
+        narrative_task(TAXONOMY, "fine").spec,
+        narrative_task(TAXONOMY, "coarse", domain="URW").spec,
+        {"name": "topic", "level": "document", "labels": ["a", "b"]},
+    ]
+    roles = task_roles(specs)
+    assert (roles.entity_fine, roles.entity_coarse) == ("entity_framing_fine", "entity_framing_coarse")
+    assert roles.narrative_fine == ["narratives_fine"] and roles.narrative_coarse == ["narratives_coarse_urw"]
+    assert roles.parents["narratives_fine"][S1] == N1 and roles.domains["narratives_coarse_urw"] == "URW"
+    with pytest.raises(ValueError, match="both predict entity_fine"):
+        task_roles([entity_framing_task("fine").spec, entity_framing_task("fine", name="other").spec])
+
+
+def test_narrative_lines_respect_the_hierarchy():
+    fine, coarse = narrative_task(TAXONOMY, "fine").spec, narrative_task(TAXONOMY, "coarse").spec
+    cases = [
+        ({"narratives_fine": [S1, "Other"]}, [fine], ((N1,), (S1,))),  # Other dropped beside a domain label
+        ({"narratives_fine": []}, [fine], (("Other",), ("Other",))),
+        ({"narratives_coarse": [N2]}, [coarse], ((N2,), (f"{N2}: Other",))),
+        ({"narratives_fine": [S1], "narratives_coarse": [N2, N1]}, [fine, coarse], ((N2, N1), (S1, f"{N2}: Other"))),
+        ({"narratives_fine": ["Other"]}, [fine], (("Other",), ("Other",))),
+    ]
+    for prediction, specs, expected in cases:
+        [line] = submission_from_predictions([_article()], [prediction], specs).narratives
+        assert (line.narratives, line.subnarratives) == expected, prediction
+
+
+def test_per_domain_head_is_ignored_on_articles_of_the_other_domain():
+    urw, cc = narrative_task(TAXONOMY, "fine", "URW").spec, narrative_task(TAXONOMY, "fine", "CC").spec
+    prediction = {urw["name"]: [S2], cc["name"]: [C1S]}
+    lines = submission_from_predictions([_article(), _article("EN_CC_000002.txt")], [prediction] * 2, [urw, cc]).narratives
+    assert [line.subnarratives for line in lines] == [(S2,), (C1S,)]
+
+
+def test_entity_lines_one_main_role_and_official_offsets():
+    fine = entity_framing_task("fine").spec
+    text = "\U0001F600 Putin met Zelensky."
+    article = _article(text=text, spans=[(2, 7), (12, 20)])
+    scored = {
+        "prediction": ["Guardian", "Tyrant", "Instigator"],
+        "scores": {"Guardian": 0.6, "Tyrant": 0.9, "Instigator": 0.7, "Victim": 0.1},
+    }
+    below = {"prediction": [], "scores": {"Guardian": 0.2, "Victim": 0.4, "Tyrant": 0.1}}
+    lines = submission_from_predictions([article], [{fine["name"]: [scored, below]}], [fine]).mentions
+    assert lines == [
+        MentionLine(article["id"], "Putin", 3, 7, "Antagonist", ("Tyrant", "Instigator")),
+        MentionLine(article["id"], "Zelensky", 13, 20, "Innocent", ("Victim",)),
+    ]
+    # Plain labels: the majority main role decides; nothing above threshold and no scores is an error.
+    plain = submission_from_predictions([article], [{fine["name"]: [["Guardian", "Tyrant", "Spy"], ["Victim"]]}], [fine])
+    assert [(l.main_role, l.fine_roles) for l in plain.mentions] == [("Antagonist", ("Tyrant", "Spy")), ("Innocent", ("Victim",))]
+    with pytest.raises(ValueError, match="mention 1: no fine role above its threshold"):
+        submission_from_predictions([article], [{fine["name"]: [["Spy"], []]}], [fine])
+    # A coarse head decides the main role; fine roles of other main roles are dropped.
+    coarse = entity_framing_task("coarse").spec
+    both = submission_from_predictions(
+        [article], [{fine["name"]: [["Guardian", "Tyrant"], ["Spy"]], coarse["name"]: ["Protagonist", "Innocent"]}], [fine, coarse]
+    )
+    assert [(l.main_role, l.fine_roles) for l in both.mentions] == [("Protagonist", ("Guardian",)), ("Innocent", ())]
+    with pytest.raises(ValueError, match="2 mentions but 1 entity predictions"):
+        submission_from_predictions([article], [{fine["name"]: [["Spy"]]}], [fine])
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def _organisers_samples_f1(gold, pred, classes):
+    """The released subtask-2 scorer's definition: per article, binary F1 of the one-hot rows, then mean/std."""
+    scores = []
+    for true_labels, predicted_labels in zip(gold, pred):
+        y_true = [int(c in true_labels) for c in classes]
+        y_pred = [int(c in predicted_labels) for c in classes]
+        scores.append(metrics.f1_score(y_true, y_pred, zero_division=0))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_samples_f1_matches_the_organisers_definition_and_sklearn():
+    rng = random.Random(0)
+    classes = [f"L{i}" for i in range(8)]
+    gold = [set(rng.sample(classes, rng.randint(0, 3))) for _ in range(60)]
+    pred = [set(rng.sample(classes + ["unknown"], rng.randint(0, 4))) for _ in range(60)]
+    gold[0], pred[0] = set(), set()  # both empty: F1 = 0 (zero_division=0)
+    mean, std = samples_f1(gold, pred, classes)
+    assert (mean, std) == pytest.approx(_organisers_samples_f1(gold, pred, classes))
+    assert 0.05 < mean < 0.6 and std > 0
+    hot = lambda sets: [[int(c in s) for c in classes] for s in sets]  # noqa: E731
+    assert mean == pytest.approx(metrics.f1_score(hot(gold), hot(pred), average="samples", zero_division=0))
+    assert samples_f1([{"a", "b"}], [{"a"}]) == (pytest.approx(2 / 3), 0.0)
+
+
+def test_official_metrics_align_by_key_and_compare_role_sets():
+    gold = Submission(
+        mentions=[
+            MentionLine("A", "x", 0, 1, "Antagonist", ("Deceiver", "Corrupt")),
+            MentionLine("A", "y", 5, 6, "Protagonist", ("Guardian",)),
+            MentionLine("B", "z", 0, 3, "Innocent", ("Victim",)),
+        ],
+        narratives=[NarrativeLine("A", (N1,), (S1,)), NarrativeLine("B", ("Other",), ("Other",))],
+    )
+    pred = Submission(
+        mentions=[
+            MentionLine("B", "z", 0, 3, "Innocent", ("Victim", "Exploited")),
+            MentionLine("A", "y", 5, 6, "Antagonist", ("Spy",)),
+            MentionLine("A", "x", 0, 1, "Antagonist", ("Corrupt", "Deceiver")),  # same set, other order: a match
+        ],
+        narratives=[NarrativeLine("B", ("Other",), ("Other",)), NarrativeLine("A", (N1, N2), (S1, f"{N2}: Other"))],
+    )
+    scores = official_metrics(gold, pred)
+    assert list(scores) == list(METRIC_NAMES)
+    assert scores["fine_role_exact_match"] == pytest.approx(1 / 3)
+    assert scores["main_role_accuracy"] == pytest.approx(2 / 3)
+    assert scores["narratives_samples_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert scores["subnarratives_samples_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    # With the taxonomy as class list, labels outside it are ignored ("N2: Other" is not in TAXONOMY).
+    assert official_metrics(gold, pred, TAXONOMY)["subnarratives_samples_f1"] == pytest.approx(1.0)
+    assert np.isnan(official_metrics(Submission(narratives=gold.narratives), pred)["main_role_accuracy"])
+    with pytest.raises(ValueError, match="subtask 1: the prediction lacks 1 gold entries"):
+        official_metrics(gold, Submission(mentions=pred.mentions[:2], narratives=pred.narratives))
+
+
+def test_scorer_command(tmp_path, capsys):
+    gold = Submission(
+        mentions=[MentionLine("A", "x", 0, 1, "Antagonist", ("Spy",))], narratives=[NarrativeLine("A", (N1,), (S1,))]
+    )
+    pred = Submission(
+        mentions=[MentionLine("A", "x", 0, 1, "Antagonist", ("Spy", "Tyrant"))], narratives=[NarrativeLine("A", (N1,), (S1,))]
+    )
+    gold.write(tmp_path / "gold" / "EN")
+    pred.write(tmp_path / "pred")
+    assert score_main(["--gold", str(tmp_path / "gold"), "--pred", str(tmp_path / "pred")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["fine_role_exact_match"] == 0.0 and scores["main_role_accuracy"] == 1.0
+    assert scores["narratives_samples_f1"] == 1.0 and scores["subnarratives_samples_f1_std"] == 0.0
+    Submission(narratives=[NarrativeLine("B", ("Other",), ("Other",))]).write(tmp_path / "other")
+    assert score_main(["--gold", str(tmp_path / "gold"), "--pred", str(tmp_path / "other")]) == 2
+    assert "subtask 2: the prediction lacks 1 gold entries ['A']" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ submit command
+ARTICLES = ("EN_UA_002668.txt", "EN_CC_100016.txt", "EN_UA_103011.txt")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_backbone_dir, tmp_path_factory):
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling import MultiTaskModel
+
+    sample = shared_data_path("semeval2025_task10_sample")
+    taxonomy = load_narrative_taxonomy(sample / "taxonomy")
+    specs = [entity_framing_task("fine").spec, narrative_task(taxonomy, "fine").spec]
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("semeval_model")
+    MultiTaskModel.from_backbone(tiny_backbone_dir, specs, max_length=128, stride=32).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    """3 sample articles (one with emoji before its mentions), their gold lines and a mentions file."""
+    sample = shared_data_path("semeval2025_task10_sample")
+    documents = tmp_path / "EN" / "raw-documents"
+    documents.mkdir(parents=True)
+    for name in ARTICLES:
+        shutil.copy(sample / "EN" / "raw-documents" / name, documents / name)
+    shutil.copytree(sample / "taxonomy", tmp_path / "taxonomy")
+    rows, _ = read_semeval_articles(sample)
+    gold = submission_from_articles(r for r in rows if r["id"] in ARTICLES)
+    gold.write(tmp_path / "gold")
+    mentions = tmp_path / "subtask-1-entity-mentions.txt"
+    mentions.write_text("".join(f"{l.article_id}\t{l.mention}\t{l.start}\t{l.end}\r\n" for l in gold.mentions), encoding="utf-8")
+    return tmp_path, documents, mentions, gold
+
+
+def test_submit_end_to_end_and_score(saved_model, inputs, capsys):
+    root, documents, mentions, gold = inputs
+    out = root / "EN"
+    assert submit_main(["--model", str(saved_model), "--documents", str(documents), "--mentions", str(mentions), "--out", str(out)]) == 0
+    written = Submission.read(out)
+    assert [l.key for l in written.mentions] == [l.key for l in gold.mentions] and any(
+        l.article_id == "EN_UA_002668.txt" for l in written.mentions
+    )
+    assert sorted(l.article_id for l in written.narratives) == sorted(ARTICLES)
+    # The written files are valid annotations: the loader (taxonomy, role hierarchy, mention texts) accepts them.
+    rows = load_semeval(root).to_list()
+    assert {r["id"] for r in rows if r["has_entity_annotations"]} == {l.article_id for l in gold.mentions}
+    capsys.readouterr()
+    assert score_main(["--gold", str(root / "gold"), "--pred", str(out), "--taxonomy", str(root / "taxonomy")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert all(0.0 <= scores[name] <= 1.0 for name in METRIC_NAMES)
+
+
+def test_submit_validates_inputs_before_loading_the_model(saved_model, inputs, tmp_path_factory, capsys):
+    root, documents, mentions, _ = inputs
+    broken_model = tmp_path_factory.mktemp("config_only")
+    shutil.copy(saved_model / "config.json", broken_model / "config.json")  # no weights: loading it would fail
+    base = ["--model", str(broken_model), "--out", str(root / "out")]
+
+    def error(*args):
+        assert submit_main([*base, *args]) == 2
+        return capsys.readouterr().err
+
+    assert "raw-documents-missing: folder of raw documents not found" in error("--documents", str(root / "raw-documents-missing"), "--mentions", str(mentions))
+    assert "has an entity-framing task: give --mentions" in error("--documents", str(documents))
+    lines = mentions.read_text(encoding="utf-8").splitlines()
+    bad = lines[0].split("\t")
+    bad[3] = "99999"
+    (root / "bad.txt").write_text("\n".join([lines[1], "\t".join(bad)]) + "\n", encoding="utf-8")
+    assert "bad.txt, line 2, field 'start/end': span" in error("--documents", str(documents), "--mentions", str(root / "bad.txt"))
+    (documents / "EN_UA_999999.txt").write_text("  \n", encoding="utf-8")
+    assert "EN_UA_999999.txt: document is empty" in error("--documents", str(documents), "--mentions", str(mentions))
+    (documents / "EN_UA_999999.txt").unlink()
+    # Good inputs reach the model, whose missing weights are then named.
+    assert "no weights file" in error("--documents", str(documents), "--mentions", str(mentions))
