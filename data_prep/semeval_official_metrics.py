@@ -85,21 +85,39 @@ def _aligned(gold: dict, pred: dict, what: str) -> list:
     return list(gold)
 
 
-def narrative_scores(
-    gold: Sequence[NarrativeLine],
-    pred: Sequence[NarrativeLine],
-    taxonomy: NarrativeTaxonomy | None = None,
-) -> dict[str, float]:
+Classes = NarrativeTaxonomy | tuple[Sequence[str], Sequence[str]] | None
+"""The class lists of subtask 2: a taxonomy, or (narratives, subnarratives) lists (:func:`load_official_classes`)."""
+
+
+def load_official_classes(taxonomy_dir: str | Path) -> tuple[list[str], list[str]]:
+    """The organisers' class lists ``subtask2_narratives.txt`` / ``subtask2_subnarratives.txt`` (what their scorer
+    reads), else the labels of the taxonomy files plus ``Other``.
+
+    The lists can differ from ``taxonomy_subtask1_2.json``: on the English release the JSON adds 3 subnarratives
+    "from annotations" that the official list, and hence the official score, ignores.
+    """
+    taxonomy_dir = Path(taxonomy_dir)
+    paths = [taxonomy_dir / "subtask2_narratives.txt", taxonomy_dir / "subtask2_subnarratives.txt"]
+    if all(path.is_file() for path in paths):
+        narratives, subnarratives = (
+            [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] for path in paths
+        )
+        return narratives, subnarratives
+    taxonomy = load_narrative_taxonomy(taxonomy_dir)
+    return [OTHER, *taxonomy.narratives()], [OTHER, *taxonomy.subnarratives()]
+
+
+def narrative_scores(gold: Sequence[NarrativeLine], pred: Sequence[NarrativeLine], classes: Classes = None) -> dict[str, float]:
     """Samples-F1 mean and std of narratives and subnarratives, articles aligned by id."""
     gold_by_id, pred_by_id = {line.article_id: line for line in gold}, {line.article_id: line for line in pred}
     ids = _aligned(gold_by_id, pred_by_id, "subtask 2")
-    classes = {"narratives": None, "subnarratives": None}
-    if taxonomy is not None:
-        classes = {"narratives": [OTHER, *taxonomy.narratives()], "subnarratives": [OTHER, *taxonomy.subnarratives()]}
+    if isinstance(classes, NarrativeTaxonomy):
+        classes = ([OTHER, *classes.narratives()], [OTHER, *classes.subnarratives()])
+    lists = dict(zip(("narratives", "subnarratives"), classes or (None, None)))
     out = {}
     for column in ("narratives", "subnarratives"):
         mean, std = samples_f1(
-            [getattr(gold_by_id[i], column) for i in ids], [getattr(pred_by_id[i], column) for i in ids], classes[column]
+            [getattr(gold_by_id[i], column) for i in ids], [getattr(pred_by_id[i], column) for i in ids], lists[column]
         )
         out[f"{column}_samples_f1"], out[f"{column}_samples_f1_std"] = mean, std
     return out
@@ -116,17 +134,17 @@ def entity_scores(gold: Sequence[MentionLine], pred: Sequence[MentionLine]) -> d
     return {"fine_role_exact_match": float(np.mean(exact)), "main_role_accuracy": float(np.mean(main))}
 
 
-def official_metrics(gold: Submission, pred: Submission, taxonomy: NarrativeTaxonomy | None = None) -> dict[str, float]:
+def official_metrics(gold: Submission, pred: Submission, classes: Classes = None) -> dict[str, float]:
     """The four official measures (NaN for a subtask that ``gold`` has no lines of).
 
     Returns ``{"narratives_samples_f1", "subnarratives_samples_f1", "fine_role_exact_match",
-    "main_role_accuracy"}``. ``taxonomy`` gives the class lists of subtask 2 (labels outside them are ignored,
-    as officially); without it every label seen counts. A model that predicts only subnarratives is scored on
+    "main_role_accuracy"}``. ``classes`` gives the class lists of subtask 2 (labels outside them are ignored,
+    as officially; :func:`load_official_classes` reads the organisers' lists); without it every label seen counts. A model that predicts only subnarratives is scored on
     narratives through the parents its submission lines carry (see ``submission_from_predictions``).
     """
     out = dict.fromkeys(METRIC_NAMES, math.nan)
     if gold.narratives:
-        scores = narrative_scores(gold.narratives, pred.narratives, taxonomy)
+        scores = narrative_scores(gold.narratives, pred.narratives, classes)
         out.update({name: scores[name] for name in METRIC_NAMES[:2]})
     if gold.mentions:
         out.update(entity_scores(gold.mentions, pred.mentions))
@@ -145,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--gold", required=True, type=Path, help="folder with the gold subtask files")
     parser.add_argument("--pred", required=True, type=Path, help="folder with the predicted subtask files")
-    parser.add_argument("--taxonomy", type=Path, help="taxonomy folder (class lists of subtask 2); default GOLD/../taxonomy or GOLD/taxonomy")
+    parser.add_argument(
+        "--taxonomy",
+        type=Path,
+        help="taxonomy folder (class lists of subtask 2); default GOLD/taxonomy or the gold files' ../taxonomy",
+    )
     parser.add_argument("--language", default="EN", help="use the <LANG>/ sub-folder where there is one (default EN)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -153,12 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     taxonomy_dir = args.taxonomy
     if taxonomy_dir is None:
         taxonomy_dir = next((d for d in (args.gold / "taxonomy", gold_dir.parent / "taxonomy") if d.is_dir()), None)
-    taxonomy = load_narrative_taxonomy(taxonomy_dir) if taxonomy_dir is not None else None
     try:
+        classes = load_official_classes(taxonomy_dir) if taxonomy_dir is not None else None
         gold, pred = Submission.read(gold_dir), Submission.read(pred_dir)
-        scores = official_metrics(gold, pred, taxonomy)
-        if gold.narratives:
-            scores.update(narrative_scores(gold.narratives, pred.narratives, taxonomy))
+        scores = official_metrics(gold, pred, classes)
+        if gold.narratives:  # the organisers' scorer also prints the std over articles
+            scores.update(narrative_scores(gold.narratives, pred.narratives, classes))
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

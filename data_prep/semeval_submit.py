@@ -65,14 +65,17 @@ def attach_mentions(articles: list[dict], path: str | Path) -> int:
     count = 0
     for number, fields in read_tsv_lines(path):
         if len(fields) < 4:
-            raise SemEvalFormatError(f"expected at least 4 tab-separated fields (article_id, mention, start, end), found {len(fields)}", path, number)
+            raise SemEvalFormatError(
+                f"expected at least 4 tab-separated fields (article_id, mention, start, end), found {len(fields)}", path, number
+            )
         article_id, mention = fields[0].strip(), fields[1]
         if article_id not in by_id:
             raise SemEvalFormatError(f"article {article_id!r} is not among the documents", path, number, "article_id")
         try:
             start16, end16 = int(fields[2]), int(fields[3])
         except ValueError:
-            raise SemEvalFormatError(f"offsets {fields[2]!r}, {fields[3]!r} are not integers", path, number, "start/end") from None
+            message = f"offsets {fields[2]!r}, {fields[3]!r} are not integers"
+            raise SemEvalFormatError(message, path, number, "start/end") from None
         text = by_id[article_id]["text"]
         if article_id not in tables:
             tables[article_id] = utf16_offset_table(text)
@@ -130,6 +133,9 @@ def write_submission(
     tasks = _model_tasks(model_dir)
     roles = task_roles(tasks)
     has_entity_task = roles.entity_fine is not None or roles.entity_coarse is not None
+    if not has_entity_task and not (roles.narrative_fine or roles.narrative_coarse):
+        names = [task.get("name") for task in tasks]
+        raise ValueError(f"{model_dir}: none of the tasks {names} predicts SemEval entity roles or narratives")
     articles = read_documents(documents)
     if has_entity_task and mentions is None:
         raise ValueError(f"the model {model_dir} has an entity-framing task: give --mentions (subtask-1-entity-mentions.txt)")

@@ -20,11 +20,11 @@ from data_prep.semeval_official import (
     task_roles,
     utf16_span,
 )
-from data_prep.semeval_official_metrics import METRIC_NAMES, official_metrics, samples_f1
+from data_prep.semeval_official_metrics import METRIC_NAMES, load_official_classes, official_metrics, samples_f1
 from data_prep.semeval_official_metrics import main as score_main
 from data_prep.semeval_submit import main as submit_main
 from data_prep.tasks import entity_framing_task, narrative_task
-from data_prep.taxonomy import NarrativeTaxonomy, load_narrative_taxonomy
+from data_prep.taxonomy import NarrativeTaxonomy, load_narrative_taxonomy, write_narrative_taxonomy
 
 N1, N2 = "URW: Praise of Russia", "URW: Discrediting Ukraine"
 S1, S2 = f"{N1}: Russia is a guarantor of peace", f"{N2}: Ukraine is a puppet"
@@ -223,6 +223,20 @@ def test_official_metrics_align_by_key_and_compare_role_sets():
     assert np.isnan(official_metrics(Submission(narratives=gold.narratives), pred)["main_role_accuracy"])
     with pytest.raises(ValueError, match="subtask 1: the prediction lacks 1 gold entries"):
         official_metrics(gold, Submission(mentions=pred.mentions[:2], narratives=pred.narratives))
+
+
+def test_official_class_lists_come_from_the_organisers_files(tmp_path):
+    write_narrative_taxonomy(TAXONOMY, tmp_path)
+    narratives, subnarratives = load_official_classes(tmp_path)
+    assert set(narratives) == {"Other", N1, N2, C1} and S1 in subnarratives
+    # The organisers' flat list wins over the JSON (the English release's JSON adds 3 subnarratives to it).
+    (tmp_path / "subtask2_subnarratives.txt").write_text(f"Other\n{S1}\n", encoding="utf-8")
+    assert load_official_classes(tmp_path)[1] == ["Other", S1]
+    gold = Submission(narratives=[NarrativeLine("A", (N2,), (S2,))])
+    assert official_metrics(gold, gold, load_official_classes(tmp_path))["subnarratives_samples_f1"] == 0.0
+    for name in ("subtask2_narratives.txt", "subtask2_subnarratives.txt"):
+        (tmp_path / name).unlink()
+    assert load_official_classes(tmp_path) == (["Other", *TAXONOMY.narratives()], ["Other", *TAXONOMY.subnarratives()])
 
 
 def test_scorer_command(tmp_path, capsys):
