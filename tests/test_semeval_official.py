@@ -258,52 +258,59 @@ def test_scorer_command(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ submit command
-ARTICLES = ("EN_UA_002668.txt", "EN_CC_100016.txt", "EN_UA_103011.txt")
+SAMPLE_ARTICLES = ("EN_UA_002668.txt", "EN_CC_100016.txt", "EN_UA_103011.txt")  # emoji; CC; URW id with CC labels
 
 
-@pytest.fixture(scope="module")
-def saved_model(tiny_backbone_dir, tmp_path_factory):
+def _release(source, folder):
+    """A SemEval-layout release: the shared sample, or (always available) a synthetic one whose articles start with emoji."""
+    if source == "sample":
+        return shared_data_path("semeval2025_task10_sample"), SAMPLE_ARTICLES
+    from data_prep.synthetic import SyntheticConfig, generate_synthetic_corpus
+
+    config = SyntheticConfig(out=str(folder), train_articles=4, dev_articles=0, emoji_rate=1.0, entity_annotation_rate=1.0)
+    release = generate_synthetic_corpus(config)
+    return release, tuple(sorted(p.name for p in (release / "EN" / "raw-documents").iterdir())[:3])
+
+
+@pytest.fixture(params=["sample", "synthetic"])
+def inputs(request, tmp_path, tiny_backbone_dir):
+    """3 articles (non-BMP characters before mentions), their gold lines, a mentions file and a saved tiny model."""
     import torch
     from transformers import AutoTokenizer
 
     from modeling import MultiTaskModel
 
-    sample = shared_data_path("semeval2025_task10_sample")
-    taxonomy = load_narrative_taxonomy(sample / "taxonomy")
-    specs = [entity_framing_task("fine").spec, narrative_task(taxonomy, "fine").spec]
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("semeval_model")
-    MultiTaskModel.from_backbone(tiny_backbone_dir, specs, max_length=128, stride=32).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture()
-def inputs(tmp_path):
-    """3 sample articles (one with emoji before its mentions), their gold lines and a mentions file."""
-    sample = shared_data_path("semeval2025_task10_sample")
+    release, articles = _release(request.param, tmp_path / "release")
     documents = tmp_path / "EN" / "raw-documents"
     documents.mkdir(parents=True)
-    for name in ARTICLES:
-        shutil.copy(sample / "EN" / "raw-documents" / name, documents / name)
-    shutil.copytree(sample / "taxonomy", tmp_path / "taxonomy")
-    rows, _ = read_semeval_articles(sample)
-    gold = submission_from_articles(r for r in rows if r["id"] in ARTICLES)
+    for name in articles:
+        shutil.copy(release / "EN" / "raw-documents" / name, documents / name)
+    shutil.copytree(release / "taxonomy", tmp_path / "taxonomy")
+    rows, _ = read_semeval_articles(release)
+    gold = submission_from_articles(r for r in rows if r["id"] in articles)
+    assert any(len(r["text"].encode("utf-16-le")) // 2 != len(r["text"]) for r in rows if r["id"] in articles)
     gold.write(tmp_path / "gold")
     mentions = tmp_path / "subtask-1-entity-mentions.txt"
-    mentions.write_text("".join(f"{l.article_id}\t{l.mention}\t{l.start}\t{l.end}\r\n" for l in gold.mentions), encoding="utf-8")
-    return tmp_path, documents, mentions, gold
+    lines = [f"{line.article_id}\t{line.mention}\t{line.start}\t{line.end}\r\n" for line in gold.mentions]
+    mentions.write_text("".join(lines), encoding="utf-8")
+
+    taxonomy = load_narrative_taxonomy(release / "taxonomy")
+    specs = [entity_framing_task("fine").spec, narrative_task(taxonomy, "fine").spec]
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    MultiTaskModel.from_backbone(tiny_backbone_dir, specs, max_length=128, stride=32).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(model_dir)
+    return tmp_path, documents, mentions, gold, model_dir, articles
 
 
-def test_submit_end_to_end_and_score(saved_model, inputs, capsys):
-    root, documents, mentions, gold = inputs
+def test_submit_end_to_end_and_score(inputs, capsys):
+    root, documents, mentions, gold, saved_model, articles = inputs
     out = root / "EN"
-    assert submit_main(["--model", str(saved_model), "--documents", str(documents), "--mentions", str(mentions), "--out", str(out)]) == 0
+    command = ["--model", str(saved_model), "--documents", str(documents), "--mentions", str(mentions), "--out", str(out)]
+    assert submit_main(command) == 0
     written = Submission.read(out)
-    assert [l.key for l in written.mentions] == [l.key for l in gold.mentions] and any(
-        l.article_id == "EN_UA_002668.txt" for l in written.mentions
-    )
-    assert sorted(l.article_id for l in written.narratives) == sorted(ARTICLES)
+    assert [l.key for l in written.mentions] == [l.key for l in gold.mentions]
+    assert sorted(l.article_id for l in written.narratives) == sorted(articles)
     # The written files are valid annotations: the loader (taxonomy, role hierarchy, mention texts) accepts them.
     rows = load_semeval(root).to_list()
     assert {r["id"] for r in rows if r["has_entity_annotations"]} == {l.article_id for l in gold.mentions}
@@ -313,8 +320,8 @@ def test_submit_end_to_end_and_score(saved_model, inputs, capsys):
     assert all(0.0 <= scores[name] <= 1.0 for name in METRIC_NAMES)
 
 
-def test_submit_validates_inputs_before_loading_the_model(saved_model, inputs, tmp_path_factory, capsys):
-    root, documents, mentions, _ = inputs
+def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_factory, capsys):
+    root, documents, mentions, _, saved_model, _ = inputs
     broken_model = tmp_path_factory.mktemp("config_only")
     shutil.copy(saved_model / "config.json", broken_model / "config.json")  # no weights: loading it would fail
     base = ["--model", str(broken_model), "--out", str(root / "out")]
@@ -323,13 +330,15 @@ def test_submit_validates_inputs_before_loading_the_model(saved_model, inputs, t
         assert submit_main([*base, *args]) == 2
         return capsys.readouterr().err
 
-    assert "raw-documents-missing: folder of raw documents not found" in error("--documents", str(root / "raw-documents-missing"), "--mentions", str(mentions))
+    missing = error("--documents", str(root / "raw-documents-missing"), "--mentions", str(mentions))
+    assert "raw-documents-missing: folder of raw documents not found" in missing
     assert "has an entity-framing task: give --mentions" in error("--documents", str(documents))
     lines = mentions.read_text(encoding="utf-8").splitlines()
     bad = lines[0].split("\t")
     bad[3] = "99999"
     (root / "bad.txt").write_text("\n".join([lines[1], "\t".join(bad)]) + "\n", encoding="utf-8")
-    assert "bad.txt, line 2, field 'start/end': span" in error("--documents", str(documents), "--mentions", str(root / "bad.txt"))
+    out_of_range = error("--documents", str(documents), "--mentions", str(root / "bad.txt"))
+    assert "bad.txt, line 2, field 'start/end': span" in out_of_range
     (documents / "EN_UA_999999.txt").write_text("  \n", encoding="utf-8")
     assert "EN_UA_999999.txt: document is empty" in error("--documents", str(documents), "--mentions", str(mentions))
     (documents / "EN_UA_999999.txt").unlink()
