@@ -320,7 +320,11 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
         # As in the real files: the narrative column repeats the narrative once per subnarrative.
         subtask2.append("\t".join([article_id, ";".join(n for n, _ in pairs), ";".join(s for _, s in pairs)]))
         counts["articles"] += 1
-    (language_dir / "subtask-1-annotations.txt").write_bytes(("\r\n".join(subtask1) + "\r\n").encode("utf-8") if subtask1 else b"")
+    subtask1_path = language_dir / "subtask-1-annotations.txt"
+    if subtask1:
+        subtask1_path.write_bytes(("\r\n".join(subtask1) + "\r\n").encode("utf-8"))
+    else:  # no mention annotated: no file (the loader refuses an empty annotation file)
+        subtask1_path.unlink(missing_ok=True)
     (language_dir / "subtask-2-annotations.txt").write_bytes(("\r\n".join(subtask2) + "\r\n").encode("utf-8"))
     write_narrative_taxonomy(design.taxonomy(), folder / "taxonomy", note=SYNTHETIC_NOTICE)
     return counts
