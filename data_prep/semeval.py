@@ -27,8 +27,9 @@ Traps of the real format that this loader handles (all checked on the full relea
   simply has no annotation files;
 * files in ``raw-documents/`` whose names do not follow ``<LANG>_<UA|CC>_<id>.txt`` (``notes.md``,
   ``.DS_Store``, folders) are not articles: they are skipped with a warning and counted (``"stray file"``);
-* a UTF-8 byte order mark at the start of a raw document is removed (the organisers' offsets do not count
-  it; counted in ``articles_with_byte_order_mark``); annotation files may start with one too.
+* a UTF-8 byte order mark at the start of a raw document is an encoding mark, not text: it is removed so
+  that offsets count from the first character (counted in ``articles_with_byte_order_mark``); annotation
+  files may start with one too.
 
 Bad input raises :class:`SemEvalFormatError` naming the file, line and field. With ``on_error="skip"``
 the offending line (or article) is skipped instead and counted in :class:`LoadReport` (``skipped``: reason ->
@@ -215,7 +216,7 @@ def _read_articles(raw_dir: Path, problem: _Collector) -> dict[str, str]:
         except UnicodeDecodeError as error:
             problem("undecodable article", SemEvalFormatError(f"article is not valid UTF-8 ({error})", path))
             continue
-        if text.startswith(_BOM):  # an editor's mark, not text: the organisers' offsets do not count it
+        if text.startswith(_BOM):  # an editor's encoding mark, not text: offsets count from the first character
             text = text[len(_BOM):]
             problem.report.articles_with_byte_order_mark += 1
         if not text.strip():
