@@ -42,6 +42,7 @@ _LAZY_EXPORTS = {
     "SyntheticTicketsConfig": "synthetic_tickets",
     "generate_tickets": "synthetic_tickets",
     "write_tickets": "synthetic_tickets",
+    "TextGenerator": "synthetic_text",
     "LabelledTable": "tables",
     "TableFormatError": "tables",
     "load_table": "tables",
@@ -91,6 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .shift import ShiftReport, compute_shift, domain_shift, jensen_shannon_divergence, shift_between
     from .splits import split_articles
     from .synthetic import SyntheticConfig, generate_synthetic_corpus
+    from .synthetic_text import TextGenerator
     from .synthetic_tickets import SyntheticTicketsConfig, generate_tickets, write_tickets
     from .tables import LabelledTable, TableFormatError, load_table
     from .tasks import (

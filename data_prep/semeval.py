@@ -20,10 +20,21 @@ Traps of the real format that this loader handles (all checked on the full relea
 * the domain comes from the article id (``EN_UA_*`` -> URW, ``EN_CC_*`` -> CC); some URW-id articles
   carry CC narratives (``EN_UA_103011.txt``): the label is kept as annotated and counted in the report;
 * not every article has subtask-1 lines (``has_entity_annotations`` says which do); every article of a
-  labelled release has a subtask-2 line (an article without one gets ``narratives=None`` and is counted).
+  labelled release has a subtask-2 line: an article without one is an error (skipped and counted with
+  ``on_error="skip"``), so that no article loads without its labels;
+* an annotation file that exists but is empty (0 bytes or blank lines only) is an error (with
+  ``on_error="skip"``: a loud warning, counted): a task must never silently disappear. An unlabelled release
+  simply has no annotation files;
+* files in ``raw-documents/`` whose names do not follow ``<LANG>_<UA|CC>_<id>.txt`` (``notes.md``,
+  ``.DS_Store``, folders) are not articles: they are skipped with a warning and counted (``"stray file"``);
+* a UTF-8 byte order mark at the start of a raw document is an encoding mark, not text: it is removed so
+  that offsets count from the first character (counted in ``articles_with_byte_order_mark``); annotation
+  files may start with one too.
 
 Bad input raises :class:`SemEvalFormatError` naming the file, line and field. With ``on_error="skip"``
-the offending line (or article) is skipped instead and counted in :class:`LoadReport`.
+the offending line (or article) is skipped instead and counted in :class:`LoadReport` (``skipped``: reason ->
+count, ``problems``: every message); :func:`load_semeval` also stores the report's summary in the dataset's
+``info.description``.
 The official dev set has the same layout and loads the same way (annotation files are optional, so an
 unlabelled test release loads too, with ``narratives=None`` and no mentions).
 """
@@ -57,6 +68,8 @@ SUBTASK2_FILE = "subtask-2-annotations.txt"
 RAW_DOCUMENTS_DIR = "raw-documents"
 
 _NON_BMP = re.compile("[\U00010000-\U0010ffff]")
+_ARTICLE_NAME = re.compile(r"^[A-Za-z]{2,3}_(UA|CC)_[A-Za-z0-9_-]+\.txt$")
+_BOM = "\ufeff"
 
 ARTICLE_FEATURES = datasets.Features(
     {
@@ -107,8 +120,9 @@ class LoadReport:
     subtask2_lines: int = 0
     articles_with_non_bmp_characters: int = 0
     articles_with_labels_of_other_domain: list[str] = field(default_factory=list)
+    articles_with_byte_order_mark: int = 0
     skipped: Counter = field(default_factory=Counter)
-    """reason -> number of lines/articles skipped (``on_error="skip"`` only)."""
+    """reason -> number of lines/articles/files skipped (``on_error="skip"``; ``"stray file"`` always)."""
     problems: list[str] = field(default_factory=list)
     """The error message of every skipped item."""
 
@@ -123,6 +137,8 @@ class LoadReport:
             f"articles with narratives of the other domain: {len(self.articles_with_labels_of_other_domain)} "
             f"{self.articles_with_labels_of_other_domain[:5]}",
         ]
+        if self.articles_with_byte_order_mark:
+            lines.append(f"articles starting with a byte order mark (removed): {self.articles_with_byte_order_mark}")
         if self.skipped:
             lines.append(f"skipped: {dict(self.skipped)}")
         return "\n".join(lines)
@@ -153,7 +169,7 @@ def _split_line(line: str) -> list[str]:
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers; CRLF or LF endings."""
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise SemEvalFormatError(f"not valid UTF-8 ({error})", path) from error
     out = []
@@ -175,6 +191,10 @@ class _Collector:
     def __call__(self, reason: str, error: SemEvalFormatError) -> None:
         if self.on_error == "raise":
             raise error
+        self.skip(reason, error)
+
+    def skip(self, reason: str, error: SemEvalFormatError) -> None:
+        """Count and log a skipped item whatever ``on_error`` says."""
         self.report.skipped[reason] += 1
         self.report.problems.append(str(error))
         logger.warning("skipped: %s", error)
@@ -185,7 +205,9 @@ def _read_articles(raw_dir: Path, problem: _Collector) -> dict[str, str]:
         raise FileNotFoundError(f"{raw_dir}: folder of raw documents not found (expected <data_dir>/<LANG>/{RAW_DOCUMENTS_DIR})")
     articles: dict[str, str] = {}
     for path in sorted(raw_dir.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+        if not path.is_file() or not _ARTICLE_NAME.match(path.name):
+            problem.skip("stray file", SemEvalFormatError(
+                "not an article (article files are named <LANG>_<UA|CC>_<id>.txt); ignored", path))
             continue
         try:
             # newline="" keeps the text exactly as stored: the organisers' offsets count every character
@@ -194,11 +216,26 @@ def _read_articles(raw_dir: Path, problem: _Collector) -> dict[str, str]:
         except UnicodeDecodeError as error:
             problem("undecodable article", SemEvalFormatError(f"article is not valid UTF-8 ({error})", path))
             continue
+        if text.startswith(_BOM):  # an editor's encoding mark, not text: offsets count from the first character
+            text = text[len(_BOM):]
+            problem.report.articles_with_byte_order_mark += 1
         if not text.strip():
             problem("empty article", SemEvalFormatError("article is empty", path))
             continue
         articles[path.name] = text
     return articles
+
+
+def _has_lines(path: Path, problem: _Collector) -> bool:
+    """Whether an annotation file exists with at least one line; an existing empty file is a problem."""
+    if not path.is_file():
+        return False
+    if path.stat().st_size and _read_lines(path):
+        return True
+    problem("empty annotation file", SemEvalFormatError(
+        "annotation file is empty: its task would silently have no labels (restore its lines, or delete the file "
+        "for an unlabelled release)", path))
+    return False
 
 
 def _split_labels(value: str) -> list[str]:
@@ -403,11 +440,18 @@ def read_semeval_articles(
             else:
                 seen_ids[article_id] = language
         subtask2_path = language_dir / SUBTASK2_FILE
-        narratives = _read_subtask2(subtask2_path, articles, taxonomy, problem, report) if subtask2_path.is_file() else {}
+        labelled = _has_lines(subtask2_path, problem)
+        narratives = _read_subtask2(subtask2_path, articles, taxonomy, problem, report) if labelled else {}
         subtask1_path = language_dir / SUBTASK1_FILE
-        mentions = _read_subtask1(subtask1_path, articles, problem, report) if subtask1_path.is_file() else {}
+        mentions = _read_subtask1(subtask1_path, articles, problem, report) if _has_lines(subtask1_path, problem) else {}
         if not subtask2_path.is_file():
             logger.warning("%s absent: articles of %s have no narrative labels", subtask2_path, language)
+        if labelled:
+            for article_id in [a for a in articles if a not in narratives]:
+                problem("article without a subtask-2 line", SemEvalFormatError(
+                    f"article has no line in {subtask2_path} (every article of a labelled release has one)",
+                    language_dir / RAW_DOCUMENTS_DIR / article_id))
+                del articles[article_id]
 
         for article_id, text in articles.items():
             domain = domain_of_article_id(article_id)
@@ -453,7 +497,8 @@ def load_semeval(
             ``<data_dir>/taxonomy`` when it exists, otherwise labels are only checked for form.
         on_error: ``"raise"`` (default) stops at the first bad line with a :class:`SemEvalFormatError`
             naming file, line and field; ``"skip"`` drops the bad line/article and counts it in the report.
-        return_report: also return the :class:`LoadReport` (it is always logged at INFO level).
+        return_report: also return the :class:`LoadReport` (it is always logged at INFO level, and its
+            summary is the dataset's ``info.description``).
 
     Columns: ``id`` (file name, the official article id), ``language``, ``domain`` (URW/CC from the id),
     ``text``, ``narratives`` and ``subnarratives`` (de-duplicated label lists, ``None`` without a
@@ -462,9 +507,10 @@ def load_semeval(
     """
     rows, report = read_semeval_articles(data_dir, languages, taxonomy_dir, on_error)
     logger.info("loaded %s\n%s", data_dir, report.summary())
+    info = datasets.DatasetInfo(description=f"SemEval-2025 Task 10 layout, {data_dir}\n{report.summary()}", features=ARTICLE_FEATURES)
     if rows:
-        dataset = datasets.Dataset.from_list(rows, features=ARTICLE_FEATURES)
+        dataset = datasets.Dataset.from_list(rows, features=ARTICLE_FEATURES, info=info)
     else:
-        dataset = datasets.Dataset.from_dict({name: [] for name in ARTICLE_FEATURES}, features=ARTICLE_FEATURES)
+        dataset = datasets.Dataset.from_dict({name: [] for name in ARTICLE_FEATURES}, features=ARTICLE_FEATURES, info=info)
     return (dataset, report) if return_report else dataset
 

@@ -42,6 +42,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .synthetic_text import TextGenerator
 from .taxonomy import FINE_ROLES_BY_MAIN, FINE_TO_MAIN, MAIN_ROLES, OTHER, NarrativeTaxonomy, write_narrative_taxonomy
 
 SYNTHETIC_NOTICE = (
@@ -226,12 +227,12 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def _filler_sentence(rng: random.Random, domain: str, lexical_shift: float) -> str:
-    words = [
-        rng.choice(DOMAIN_WORDS[domain]) if rng.random() < lexical_shift else rng.choice(SHARED_WORDS)
-        for _ in range(rng.randint(6, 12))
-    ]
-    return " ".join(words).capitalize() + "."
+def filler_sentence(rng: random.Random, domain: str, lexical_shift: float) -> str:
+    """A sentence of 6-12 filler words, each from ``domain``'s own words with probability ``lexical_shift``."""
+    return TextGenerator(SHARED_WORDS, rng).sentence(6, 12, DOMAIN_WORDS[domain], lexical_shift)
+
+
+_filler_sentence = filler_sentence  # the name before it was public
 
 
 def _article(rng: random.Random, design: _Design, domain: str) -> tuple[str, list[dict], list[tuple[str, str]]]:
@@ -280,7 +281,7 @@ def _article(rng: random.Random, design: _Design, domain: str) -> tuple[str, lis
     sentences: list[tuple[str, dict | None]] = []
     words = sum(len(s.split()) for s, _ in cue_sentences)
     while words < target_words:
-        sentence = _filler_sentence(rng, domain, config.lexical_shift)
+        sentence = filler_sentence(rng, domain, config.lexical_shift)
         sentences.append((sentence, None))
         words += len(sentence.split())
     for item in cue_sentences:  # spread the cues over the whole text (some land beyond 512 tokens when long)
@@ -320,7 +321,11 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
         # As in the real files: the narrative column repeats the narrative once per subnarrative.
         subtask2.append("\t".join([article_id, ";".join(n for n, _ in pairs), ";".join(s for _, s in pairs)]))
         counts["articles"] += 1
-    (language_dir / "subtask-1-annotations.txt").write_bytes(("\r\n".join(subtask1) + "\r\n").encode("utf-8") if subtask1 else b"")
+    subtask1_path = language_dir / "subtask-1-annotations.txt"
+    if subtask1:
+        subtask1_path.write_bytes(("\r\n".join(subtask1) + "\r\n").encode("utf-8"))
+    else:  # no mention annotated: no file (the loader refuses an empty annotation file)
+        subtask1_path.unlink(missing_ok=True)
     (language_dir / "subtask-2-annotations.txt").write_bytes(("\r\n".join(subtask2) + "\r\n").encode("utf-8"))
     write_narrative_taxonomy(design.taxonomy(), folder / "taxonomy", note=SYNTHETIC_NOTICE)
     return counts

@@ -20,10 +20,10 @@ Run ``data_prep.audit_label_leakage`` on the result: no pair is flagged at the d
 from __future__ import annotations
 
 import json
-import math
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .synthetic_text import TextGenerator
 
 CATEGORIES = {
     "access": ["password", "login", "account", "locked", "permission"],
@@ -74,18 +74,17 @@ class SyntheticTicketsConfig:
 
 def generate_tickets(config: SyntheticTicketsConfig) -> list[dict]:
     """The ticket rows (dicts) described by ``config``."""
-    rng = random.Random(f"synthetic-tickets-{config.seed}")
+    text = TextGenerator(FILLER, f"synthetic-tickets-{config.seed}")
+    rng = text.rng
     categories = list(CATEGORIES)
     rows = []
     for number in range(config.rows):
         category = rng.choice(categories)
         queue = DEFAULT_QUEUE[category] if rng.random() < config.queue_consistency else rng.choice(QUEUES)
         urgency = rng.choices(URGENCY_LEVELS, weights=URGENCY_PRIOR[category])[0]
-        words = max(4, round(config.median_words * math.exp(rng.gauss(0.0, config.length_spread))))
+        words = text.length(config.median_words, config.length_spread, low=4)
         cues = [rng.choice(CATEGORIES[category]), rng.choice(URGENCY_CUES[urgency]), f"for the {QUEUE_CUES[queue]} team"]
-        body = [rng.choice(FILLER) for _ in range(max(1, words - sum(len(c.split()) for c in cues)))]
-        for cue in cues:
-            body.insert(rng.randint(0, len(body)), cue)
+        body = text.with_cues(text.words(max(1, words - sum(len(c.split()) for c in cues))), cues)
         title = "" if rng.random() < config.empty_title_rate else f"{rng.choice(CATEGORIES[category])} {rng.choice(FILLER)}"
         rows.append(
             {

@@ -1,19 +1,39 @@
 """Tables of labelled texts (e.g. helpdesk tickets) as multi-task examples.
 
-A table is a CSV/TSV, JSON lines, Parquet file, a ``pandas.DataFrame`` or a ``datasets.Dataset``. The text
-is built from one or more columns (``title`` + ``body``, joined by ``text_separator``, empty parts left
-out); each label column is one document-level task. A missing or empty label means "no label for this
-task" (``None``), so one table can train several heads with partial labels.
+A table is a CSV/TSV, JSON lines, JSON, Parquet file, a ``pandas.DataFrame`` or a ``datasets.Dataset``. The
+text is built from one or more columns (``title`` + ``body``, joined by ``text_separator``, empty parts left
+out); each label column is one document-level task, so one table can train several heads with partial labels.
 
-Label values are normalised to strings: integer codes become ``"3"`` (floats that pandas made out of
-integer columns with gaps, ``3.0``, too). A column mixing numeric codes and text labels (``3`` and
-``"high"``) is almost always a data error and raises :class:`TableFormatError` naming the file, column and
-the first row of each kind. Label names come from the data (sorted, numerically for codes) or are given per
-task; a value outside the given names is an error naming file, row and column.
+Label values, the same rules for every format:
+
+* **Missing** ("no label for this task", ``None``): an empty cell, JSON ``null``, a float NaN, or one of the
+  standard missing markers :data:`MISSING_MARKERS` (``NaN``, ``nan``, ``NA``, ``N/A``, ``null``, ``None``, ...)
+  written as text. A label literally called ``NA`` therefore cannot be used: rename it.
+* **Integer codes** are normalised to strings: ``3``, ``3.0`` (pandas writes integer columns with gaps as
+  floats) and ``"3"`` all become ``"3"``. Two spellings of one code in a column (``01`` and ``1``, ``3`` and
+  ``3.0``) are refused, naming both lines: they would silently merge two classes.
+* Non-integral numbers (``2.5``) and non-finite ones (``inf``, ``-inf``, ``Infinity``) are errors: a class
+  is an integer code or a name.
+* A column mixing numeric codes and text names (``3`` and ``"high"``) is almost always a data error and is
+  refused, naming the first line of each kind.
+
+Label names come from the data (sorted, numerically for codes) or are given per task; a value outside the
+given names is an error naming file, line and column.
+
+Files are read as UTF-8 (a leading BOM is ignored); CSV/TSV with the :mod:`csv` module so that every record
+keeps its line number, and a record with fewer or more fields than the header is an error (a short row would
+otherwise silently lose its last labels). Errors raise :class:`TableFormatError` naming the file and line
+(``row N`` for in-memory tables). With ``on_error="skip"`` rows with a row-level error (empty text, wrong
+number of fields, a bad label value) are dropped instead, logged, and listed in :attr:`LabelledTable.skipped`;
+column-level errors (mixed types, ambiguous codes, missing columns, duplicate ids) always raise.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import logging
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -24,9 +44,18 @@ import datasets
 
 from modeling.vocabulary import MULTI_LABEL as MULTI, SINGLE_LABEL as SINGLE  # noqa: F401
 
+logger = logging.getLogger(__name__)
+
+MISSING_MARKERS = frozenset({"NaN", "nan", "NAN", "-NaN", "-nan", "NA", "N/A", "n/a", "#N/A", "<NA>", "null", "NULL", "Null", "None"})
+"""Text values that mean "no label" in every format (pandas' default missing markers, exact case)."""
+
 
 class TableFormatError(ValueError):
-    """Bad input in a table; the message names the file, the row (1-based, as in an editor) and the column."""
+    """Bad input in a table; the message names the file, the line (``row`` for in-memory tables) and the column."""
+
+
+class _RowError(TableFormatError):
+    """An error confined to one row: ``on_error="skip"`` drops the row instead of raising."""
 
 
 @dataclass
@@ -39,33 +68,106 @@ class LabelledTable:
     """Task dicts (document level; the task specification of :mod:`modeling.vocabulary`)."""
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per task: ``labelled`` and ``missing`` rows; plus ``rows`` / ``skipped`` under key ``"_table"``."""
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """Rows dropped by ``on_error="skip"``: (line number, or row number of an in-memory table; the error message)."""
 
 
-def _read_source(source, file_format: str | None):
-    """Return (list of row dicts, column names, description for messages, first data line number)."""
+@dataclass
+class _Source:
+    rows: list[dict]
+    columns: list[str]
+    origin: str
+    lines: list[int]
+    """The line (file) or 1-based row (in-memory table) of each row."""
+    from_text_file: bool
+    unit: str = "line"
+    errors: dict[int, str] = field(default_factory=dict)
+    """Row index -> a structural error found while reading (wrong number of fields)."""
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise TableFormatError(f"{path}, line {line}: not valid UTF-8 ({error.reason} at byte {error.start}); save the table as UTF-8") from error
+
+
+def _read_delimited(path: Path, delimiter: str) -> _Source:
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
+    header, rows, lines, errors, previous_end = None, [], [], {}, 0
+    try:
+        for record in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip() and header is not None):
+                continue  # blank line
+            if header is None:
+                header = [name.strip() for name in record]
+                duplicates = sorted({name for name in header if header.count(name) > 1})
+                if duplicates:
+                    raise TableFormatError(f"{path}, line {start}: duplicate column names {duplicates}")
+                continue
+            if len(record) != len(header):
+                errors[len(rows)] = f"{len(record)} fields where the header has {len(header)}"
+                record = (record + [""] * len(header))[: len(header)]
+            rows.append(dict(zip(header, record)))
+            lines.append(start)
+    except csv.Error as error:
+        raise TableFormatError(f"{path}, line {reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({error})") from error
+    if header is None:
+        raise TableFormatError(f"{path}: empty table (no header line)")
+    return _Source(rows, header, str(path), lines, True, errors=errors)
+
+
+def _read_json_lines(path: Path) -> _Source:
+    rows, lines, columns = [], [], {}
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TableFormatError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})") from error
+        if not isinstance(row, dict):
+            raise TableFormatError(f"{path}, line {number}: expected a JSON object, found {type(row).__name__}")
+        columns.update(dict.fromkeys(row))
+        rows.append(row)
+        lines.append(number)
+    return _Source([{c: r.get(c) for c in columns} for r in rows], list(columns), str(path), lines, False)
+
+
+def _read_source(source, file_format: str | None) -> _Source:
     import pandas as pd
 
-    if isinstance(source, datasets.Dataset):
-        return source.to_list(), source.column_names, "dataset", 1
-    if isinstance(source, pd.DataFrame):
-        return source.to_dict(orient="records"), list(source.columns), "dataframe", 1
+    if isinstance(source, (datasets.Dataset, pd.DataFrame)):
+        rows = source.to_list() if isinstance(source, datasets.Dataset) else source.to_dict(orient="records")
+        columns = source.column_names if isinstance(source, datasets.Dataset) else [str(c) for c in source.columns]
+        kind = "dataset" if isinstance(source, datasets.Dataset) else "dataframe"
+        return _Source(rows, list(columns), kind, list(range(1, len(rows) + 1)), False, unit="row")
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table not found")
     kind = file_format or path.suffix.lower().lstrip(".")
     if kind in ("csv", "tsv"):
-        # Read everything as text: the type check below then sees codes and names as the file has them.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if kind == "tsv" else ",")
-        return frame.to_dict(orient="records"), list(frame.columns), str(path), 2
-    if kind in ("jsonl", "json"):
+        return _read_delimited(path, "\t" if kind == "tsv" else ",")
+    if kind == "jsonl":
+        return _read_json_lines(path)
+    if kind == "json":
         try:
-            frame = pd.read_json(path, lines=kind == "jsonl", dtype=False)
-        except ValueError as error:
-            raise TableFormatError(f"{path}: not valid JSON{' lines' if kind == 'jsonl' else ''} ({error})") from error
-        return frame.to_dict(orient="records"), list(frame.columns), str(path), 1
+            rows = json.loads(_decode(path))
+        except json.JSONDecodeError as error:
+            raise TableFormatError(f"{path}, line {error.lineno}: not valid JSON ({error.msg})") from error
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise TableFormatError(f"{path}: expected a JSON list of objects (one per row)")
+        columns = list(dict.fromkeys(c for r in rows for c in r))
+        return _Source([{c: r.get(c) for c in columns} for r in rows], columns, str(path), list(range(1, len(rows) + 1)), False, unit="row")
     if kind == "parquet":
-        frame = pd.read_parquet(path)
-        return frame.to_dict(orient="records"), list(frame.columns), str(path), 1
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:  # noqa: BLE001  (pyarrow raises many types; all mean "unreadable file")
+            raise TableFormatError(f"{path}: cannot read as Parquet ({type(error).__name__}: {error})") from error
+        return _Source(frame.to_dict(orient="records"), [str(c) for c in frame.columns], str(path), list(range(1, len(frame) + 1)), False, unit="row")
     raise TableFormatError(f"{path}: unsupported table format {kind!r} (csv, tsv, jsonl, json, parquet)")
 
 
@@ -74,7 +176,7 @@ def _is_missing(value) -> bool:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and not value.strip()
+    return isinstance(value, str) and (not value.strip() or value.strip() in MISSING_MARKERS)
 
 
 def _kind_of(value, from_text_file: bool) -> str:
@@ -94,23 +196,27 @@ def _kind_of(value, from_text_file: bool) -> str:
     return type(value).__name__
 
 
-def _normalise(value, where: str) -> str:
+def _normalise(value, where: str, from_text_file: bool) -> str:
+    """The label string of one (non-missing) value; numbers must be finite integers."""
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, numbers.Integral):
         return str(int(value))
+    number = None
     if isinstance(value, numbers.Real):
-        if float(value).is_integer():
-            return str(int(value))
-        raise TableFormatError(f"{where}: label {value!r} is a non-integral number; label codes must be integers or names")
-    text = str(value).strip()
-    try:  # "3.0" in a CSV written from a float column -> "3"
-        number = float(text)
-        if number.is_integer() and text.lower() not in ("nan", "inf", "-inf"):
-            return str(int(number))
-    except ValueError:
-        pass
-    return text
+        number = float(value)
+    elif from_text_file:
+        try:  # "3.0" in a CSV written from a float column -> "3"
+            number = float(str(value).strip())
+        except ValueError:
+            pass
+    if number is None:
+        return str(value).strip()
+    if not math.isfinite(number):
+        raise _RowError(f"{where}: label {value!r} is not a finite number; label codes must be integers or names")
+    if not number.is_integer():
+        raise _RowError(f"{where}: label {value!r} is a non-integral number; label codes must be integers or names")
+    return str(int(number))
 
 
 def _sort_key(label: str):
@@ -118,6 +224,42 @@ def _sort_key(label: str):
         return (0, float(label), label)
     except ValueError:
         return (1, 0.0, label)
+
+
+def _split(value, column: str, multi_label_columns, separator: str) -> list:
+    if column in multi_label_columns:
+        return [v for v in str(value).split(separator) if not _is_missing(v)]
+    return [value]
+
+
+def _check_columns(source: _Source, label_map, multi_label_columns, separator) -> None:
+    """Column-wide checks: mixed numeric codes and text names; two spellings of one integer code."""
+    for column in label_map:
+        first_of_kind: dict[str, tuple[int, object]] = {}
+        spelling_of_code: dict[str, tuple[str, int]] = {}
+        for index, row in enumerate(source.rows):
+            if _is_missing(row[column]):
+                continue
+            for item in _split(row[column], column, multi_label_columns, separator):
+                kind = _kind_of(item, source.from_text_file)
+                first_of_kind.setdefault(kind, (index, item))
+                if kind != "number":
+                    continue
+                spelling = str(item).strip()
+                try:
+                    code = _normalise(item, "", source.from_text_file)
+                except _RowError:
+                    continue  # reported for its row
+                seen = spelling_of_code.setdefault(code, (spelling, index))
+                if source.from_text_file and seen[0] != spelling:
+                    raise TableFormatError(
+                        f"{source.origin}, column {column!r}: ambiguous integer codes {seen[0]!r} ({source.unit} "
+                        f"{source.lines[seen[1]]}) and {spelling!r} ({source.unit} {source.lines[index]}) are both "
+                        f"code {code}; write each class one way"
+                    )
+        if len(first_of_kind) > 1:
+            examples = "; ".join(f"{kind} {value!r} at {source.unit} {source.lines[index]}" for kind, (index, value) in first_of_kind.items())
+            raise TableFormatError(f"{source.origin}, column {column!r}: label column of mixed types ({examples})")
 
 
 def load_table(
@@ -142,76 +284,74 @@ def load_table(
         label_names: per task, the ordered label names; by default the sorted values found in the data.
         id_column: column of unique ids (``doc_id``); by default the row number.
         multi_label_columns: label columns holding several labels separated by ``multi_label_separator``.
-        on_error: ``"skip"`` drops rows whose text is empty instead of raising (counted in ``counts``).
-            Type and label-name errors always raise: they concern the whole column.
+        on_error: ``"skip"`` drops rows with a row-level error (empty text, wrong number of fields, a bad
+            label value) instead of raising; they are logged and listed in ``LabelledTable.skipped``.
+            Column-level errors (mixed types, ambiguous codes, duplicate ids) always raise.
     """
-    rows, columns, origin, first_line = _read_source(source, file_format)
-    from_text_file = origin.endswith((".csv", ".tsv"))
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    source = _read_source(source, file_format)
     label_map = dict(label_columns) if isinstance(label_columns, Mapping) else {c: c for c in label_columns}
     if not label_map:
         raise ValueError("give at least one label column")
     needed = [*text_columns, *label_map, *([id_column] if id_column else [])]
-    missing = [c for c in needed if c not in columns]
+    missing = [c for c in needed if c not in source.columns]
     if missing:
-        raise TableFormatError(f"{origin}: columns {missing} not found (columns: {list(columns)})")
+        raise TableFormatError(f"{source.origin}: columns {missing} not found (columns: {list(source.columns)})")
     label_names = {k: [str(v) for v in vs] for k, vs in (label_names or {}).items()}
     unknown_tasks = set(label_names) - set(label_map.values())
     if unknown_tasks:
         raise ValueError(f"label_names given for unknown tasks {sorted(unknown_tasks)}")
+    _check_columns(source, label_map, multi_label_columns, multi_label_separator)
 
     def where(index: int, column: str | None = None) -> str:
-        text = f"{origin}, row {index + first_line}"
+        text = f"{source.origin}, {source.unit} {source.lines[index]}"
         return f"{text}, column {column!r}" if column else text
 
-    # Column-wide type check first: mixed numeric codes and text names.
-    for column in label_map:
-        first_of_kind: dict[str, tuple[int, object]] = {}
-        for index, row in enumerate(rows):
-            value = row[column]
-            if _is_missing(value):
-                continue
-            values = str(value).split(multi_label_separator) if column in multi_label_columns else [value]
-            for item in values:
-                if _is_missing(item):
-                    continue
-                first_of_kind.setdefault(_kind_of(item, from_text_file), (index, item))
-        if len(first_of_kind) > 1:
-            examples = "; ".join(f"{kind} {value!r} at row {index + first_line}" for kind, (index, value) in first_of_kind.items())
-            raise TableFormatError(f"{origin}, column {column!r}: label column of mixed types ({examples})")
-
-    records, skipped = [], 0
-    seen_ids: dict[str, int] = {}
-    for index, row in enumerate(rows):
+    def record_of(index: int, row: dict) -> dict:
+        if index in source.errors:
+            raise _RowError(f"{where(index)}: {source.errors[index]}")
         parts = [str(row[c]).strip() for c in text_columns if not _is_missing(row[c])]
         text = text_separator.join(p for p in parts if p)
         if not text:
-            if on_error == "skip":
-                skipped += 1
-                continue
-            raise TableFormatError(f"{where(index)}: empty text (columns {list(text_columns)} are all empty)")
-        doc_id = str(row[id_column]) if id_column else str(index)
-        if doc_id in seen_ids:
-            raise TableFormatError(f"{where(index, id_column)}: duplicate id {doc_id!r} (first at row {seen_ids[doc_id] + first_line})")
-        seen_ids[doc_id] = index
-        record = {"doc_id": doc_id, "text": text, "mentions": []}
+            raise _RowError(f"{where(index)}: empty text (columns {list(text_columns)} are all empty)")
+        record = {"doc_id": str(row[id_column]) if id_column else str(index), "text": text, "mentions": []}
         for column, task in label_map.items():
             value = row[column]
-            if _is_missing(value):
-                record[task] = None
-            elif column in multi_label_columns:
-                labels = [_normalise(v, where(index, column)) for v in str(value).split(multi_label_separator) if v.strip()]
-                record[task] = labels or None
-            else:
-                record[task] = _normalise(value, where(index, column))
-            if task in label_names and record[task] is not None:
-                for label in record[task] if isinstance(record[task], list) else [record[task]]:
-                    if label not in label_names[task]:
-                        raise TableFormatError(
-                            f"{where(index, column)}: label {label!r} is not one of the given names {label_names[task]}"
-                        )
-        records.append(record)
+            labels = [] if _is_missing(value) else [
+                _normalise(v, where(index, column), source.from_text_file)
+                for v in _split(value, column, multi_label_columns, multi_label_separator)
+            ]
+            for label in labels:
+                if task in label_names and label not in label_names[task]:
+                    raise _RowError(f"{where(index, column)}: label {label!r} is not one of the given names {label_names[task]}")
+            record[task] = (labels or None) if column in multi_label_columns else (labels[0] if labels else None)
+        return record
 
-    tasks, counts = [], {"_table": {"rows": len(records), "skipped": skipped}}
+    records, skipped = [], []
+    seen_ids: dict[str, int] = {}
+    for index, row in enumerate(source.rows):
+        try:
+            record = record_of(index, row)
+        except _RowError as error:
+            if on_error == "raise":
+                raise TableFormatError(str(error)) from None
+            skipped.append((source.lines[index], str(error)))
+            logger.warning("skipped: %s", error)
+            continue
+        if record["doc_id"] in seen_ids:
+            raise TableFormatError(
+                f"{where(index, id_column)}: duplicate id {record['doc_id']!r} (first at {source.unit} {source.lines[seen_ids[record['doc_id']]]})"
+            )
+        seen_ids[record["doc_id"]] = index
+        records.append(record)
+    if skipped:
+        logger.warning("%s: skipped %d of %d rows (on_error='skip')", source.origin, len(skipped), len(source.rows))
+    return _assemble(records, skipped, source.origin, label_map, label_names, multi_label_columns)
+
+
+def _assemble(records, skipped, origin, label_map, label_names, multi_label_columns) -> LabelledTable:
+    tasks, counts = [], {"_table": {"rows": len(records), "skipped": len(skipped)}}
     features = {
         "doc_id": datasets.Value("string"),
         "text": datasets.Value("string"),
@@ -240,4 +380,4 @@ def load_table(
         examples = datasets.Dataset.from_list(records, features=features)
     else:
         examples = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    return LabelledTable(examples=examples, tasks=tasks, counts=counts)
+    return LabelledTable(examples=examples, tasks=tasks, counts=counts, skipped=skipped)

@@ -1,31 +1,22 @@
 """The benchmark's measurements and what it optimises: padding-independent outputs, one backbone pass for all
 heads, every mention kept by windowing, honest memory/timing probes, the table and the JSON keys."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from data_prep.synthetic_text import TextGenerator
+from mtl_study.benchmarking import SECTIONS, TARGETS, BenchmarkArguments, Figure, figures_to_json, format_table, run_benchmark
+from mtl_study.benchmarking.inputs import mark_mention, synthetic_articles, ticket_tasks
+from mtl_study.benchmarking.probes import backbone_module, count_calls, describe_machine, interleaved_timings, peak_memory_bytes
+
 REQUIRED_KEYS = {
     "inference_speedup", "inference_memory_ratio", "train_throughput_ratio_varied", "train_overhead_fixed",
     "entity_token_ratio", "entity_time_ratio", "export_max_abs_diff",
 }
-
-
-@pytest.fixture(scope="module")
-def bench():
-    """recipes/benchmark.py imported as a module (recipes/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("recipes_benchmark", REPO_ROOT / "recipes" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +34,15 @@ TASKS = [
 
 
 # ------------------------------------------------------------------------------------------ synthetic inputs
-def test_synthetic_text_is_one_token_per_word(bench, tokenizer):
-    generator = bench.SyntheticText(tokenizer, seed=0)
+def test_synthetic_text_is_one_token_per_word(tokenizer):
+    generator = TextGenerator.from_tokenizer(tokenizer, seed=0)
     for length in (1, 7, 30, 250):
         assert len(tokenizer(generator.text(length))["input_ids"]) == length + 2  # + [CLS], [SEP]
 
 
-def test_synthetic_articles_have_the_requested_density(bench, tokenizer):
-    generator = bench.SyntheticText(tokenizer, seed=1)
-    articles = bench.synthetic_articles(generator, num_articles=30, num_mentions=101, median_tokens=300)
+def test_synthetic_articles_have_the_requested_density(tokenizer):
+    generator = TextGenerator.from_tokenizer(tokenizer, seed=1)
+    articles = synthetic_articles(generator, num_articles=30, num_mentions=101, median_tokens=300)
     assert len(articles) == 30
     assert sum(len(a.mentions) for a in articles) == 101
     assert all(a.mentions for a in articles)  # every annotated article has a mention
@@ -65,27 +56,27 @@ def test_synthetic_articles_have_the_requested_density(bench, tokenizer):
             assert mention and mention == mention.strip() and all(w[0].isupper() for w in mention.split())
 
 
-def test_mark_mention_wraps_exactly_the_span(bench):
-    assert bench.mark_mention("alpha Beta Gamma delta", (6, 16)) == "alpha @ Beta Gamma @ delta"
+def test_mark_mention_wraps_exactly_the_span():
+    assert mark_mention("alpha Beta Gamma delta", (6, 16)) == "alpha @ Beta Gamma @ delta"
 
 
-def test_ticket_tasks_shapes(bench):
-    tasks = bench.ticket_tasks(4)
+def test_ticket_tasks_shapes():
+    tasks = ticket_tasks(4)
     assert [t["name"] for t in tasks] == ["category", "urgency", "tags", "category_3"]
     assert {t["level"] for t in tasks} == {"document"}
     assert tasks[2]["problem_type"] == "multi_label_classification"
 
 
 # ------------------------------------------------------------------------------------------ probes
-def test_peak_memory_sees_allocations_and_only_them(bench):
+def test_peak_memory_sees_allocations_and_only_them():
     cpu = torch.device("cpu")
 
     def allocate_64_mib():
         block = torch.ones(16 * 2**20)  # 64 MiB of float32, touched
         return float(block[-1])
 
-    big, method = bench.peak_memory_bytes(allocate_64_mib, cpu)
-    small, _ = bench.peak_memory_bytes(lambda: torch.ones(1000).sum(), cpu)
+    big, method = peak_memory_bytes(allocate_64_mib, cpu)
+    small, _ = peak_memory_bytes(lambda: torch.ones(1000).sum(), cpu)
     assert 60 * 2**20 <= big <= 200 * 2**20, (big, method)
     # The forked child also pays for copy-on-write pages of the parent it touches (tens of MiB in a large
     # test process), the same for both probes: the 64 MiB block must stand out above that floor.
@@ -93,17 +84,17 @@ def test_peak_memory_sees_allocations_and_only_them(bench):
     assert small < big / 2, (big, small, method)
 
 
-def test_peak_memory_reports_failures(bench):
+def test_peak_memory_reports_failures():
     def broken():
         raise KeyError("no such model")
 
     with pytest.raises((RuntimeError, KeyError), match="no such model"):
-        bench.peak_memory_bytes(broken, torch.device("cpu"))
+        peak_memory_bytes(broken, torch.device("cpu"))
 
 
-def test_interleaved_timings_alternate_candidates(bench):
+def test_interleaved_timings_alternate_candidates():
     calls = []
-    timings = bench.interleaved_timings(
+    timings = interleaved_timings(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, device=torch.device("cpu"),
         warmup=1,
     )
@@ -112,31 +103,31 @@ def test_interleaved_timings_alternate_candidates(bench):
     assert all(t >= 0 for values in timings.values() for t in values)
 
 
-def test_table_and_json_report_targets(bench, tmp_path):
+def test_table_and_json_report_targets(tmp_path):
     figures = [
-        bench.Figure("inference_speedup", "inference", 1.0, 3.0, "ms/text", 3.0, "x faster"),
-        bench.Figure("train_overhead_fixed", "fixed", 90.0, 100.0, "tokens/s", 0.10, "fraction slower"),
-        bench.Figure("export_max_abs_diff", "export", 2e-7, None, "abs diff", 2e-7, ""),
+        Figure("inference_speedup", "inference", 1.0, 3.0, "ms/text", 3.0, "x faster"),
+        Figure("train_overhead_fixed", "fixed", 90.0, 100.0, "tokens/s", 0.10, "fraction slower"),
+        Figure("export_max_abs_diff", "export", 2e-7, None, "abs diff", 2e-7, ""),
     ]
     assert [f.met for f in figures] == [True, False, True]
-    machine = bench.describe_machine(torch.device("cpu"), 1, False)
+    machine = describe_machine(torch.device("cpu"), 1, False)
     assert machine["cpu_cores"] >= 1 and machine["precision"] == "fp32"
-    table = bench.format_table(figures, machine, repeats=5)
+    table = format_table(figures, machine, repeats=5)
     assert "medians over 5 repeats" in table and machine["cpu"] in table
     lines = table.splitlines()
     assert lines[3].endswith("yes") and lines[4].endswith("NO") and lines[5].endswith("yes")
-    args = bench.BenchmarkArguments(backbone="unused", quick=True)
-    payload = json.loads(json.dumps(bench.figures_to_json(figures, machine, args, runtime_s=1.0)))
+    args = BenchmarkArguments(backbone="unused", quick=True)
+    payload = json.loads(json.dumps(figures_to_json(figures, machine, args, runtime_s=1.0)))
     assert payload["inference_speedup"] == 3.0 and payload["train_overhead_fixed"] == 0.10
     assert payload["targets_met"] == {"inference_speedup": True, "train_overhead_fixed": False,
                                       "export_max_abs_diff": True}
 
 
-def test_arguments_validate_sections(bench):
+def test_arguments_validate_sections():
     with pytest.raises(ValueError, match="--sections"):
-        bench.BenchmarkArguments(backbone="unused", sections="inference,speed")
-    quick = bench.BenchmarkArguments(backbone="unused", quick=True)
-    full = bench.BenchmarkArguments(backbone="unused")
+        BenchmarkArguments(backbone="unused", sections="inference,speed")
+    quick = BenchmarkArguments(backbone="unused", quick=True)
+    full = BenchmarkArguments(backbone="unused")
     assert quick.repeats < full.repeats and quick.inference_texts < full.inference_texts
 
 
@@ -158,12 +149,12 @@ def _rows(tokenizer, texts, spans_per_text):
     return rows
 
 
-def test_outputs_do_not_depend_on_padding(model, tokenizer, bench):
+def test_outputs_do_not_depend_on_padding(model, tokenizer):
     """Dynamic padding and length grouping change how much padding a row gets: its logits must not change."""
     from modeling import MultiTaskCollator
 
     collator = MultiTaskCollator(tasks=model.config, tokenizer=tokenizer)
-    generator = bench.SyntheticText(tokenizer, seed=5)
+    generator = TextGenerator.from_tokenizer(tokenizer, seed=5)
     short, long = generator.text(6), generator.text(60)
     rows = _rows(tokenizer, [short, long], [[[1, 3]], [[2, 4], [50, 55]]])
     with torch.inference_mode():
@@ -180,22 +171,22 @@ def test_outputs_do_not_depend_on_padding(model, tokenizer, bench):
     torch.testing.assert_close(padded_more.logits["roles"], batched.logits["roles"], atol=1e-5, rtol=1e-5)
 
 
-def test_one_backbone_pass_serves_document_and_span_heads(model, bench):
-    backbone = bench.backbone_module(model)
+def test_one_backbone_pass_serves_document_and_span_heads(model):
+    backbone = backbone_module(model)
     inputs = {"input_ids": torch.randint(1000, 2000, (3, 20)), "attention_mask": torch.ones(3, 20, dtype=torch.long),
               "mention_spans": torch.tensor([[0, 1, 3], [2, 5, 9], [2, 10, 11]])}
-    with torch.inference_mode(), bench.count_calls(backbone) as calls:
+    with torch.inference_mode(), count_calls(backbone) as calls:
         output = model(**inputs)
     assert calls[0] == 1
     assert set(output.logits) == {"category", "tags", "roles"} and output.logits["roles"].shape == (3, 2)
 
 
-def test_windowing_keeps_every_mention(bench, tokenizer):
+def test_windowing_keeps_every_mention(tokenizer):
     """Entity framing encodes windows, not truncated texts: no mention may be lost, none counted twice."""
     from modeling.windowing import window_text
 
-    generator = bench.SyntheticText(tokenizer, seed=7)
-    articles = bench.synthetic_articles(generator, num_articles=6, num_mentions=40, median_tokens=400)
+    generator = TextGenerator.from_tokenizer(tokenizer, seed=7)
+    articles = synthetic_articles(generator, num_articles=6, num_mentions=40, median_tokens=400)
     for article in articles:
         windows = window_text(tokenizer, article.text, article.mentions, max_length=128, stride=32)
         assigned = sorted(m for w in windows for m in w["mention_ids"])
@@ -203,17 +194,39 @@ def test_windowing_keeps_every_mention(bench, tokenizer):
         assert all(len(w["input_ids"]) <= 128 for w in windows)
 
 
+def test_a_registered_section_runs_and_its_figure_meets_its_target(tiny_backbone_dir, monkeypatch):
+    """The extension point: a new Section in SECTIONS and a key in TARGETS are all a new figure needs."""
+    from mtl_study.benchmarking import Section
+
+    def run_toy(bench):
+        bench.figures.append(Figure("toy_speedup", "toy", 1.0, 2.0, "s", 2.0, "x faster", {"seed": bench.args.seed}))
+
+    monkeypatch.setitem(SECTIONS, "toy", Section("toy", run_toy))
+    monkeypatch.setitem(TARGETS, "toy_speedup", (">=", 1.5))
+    args = BenchmarkArguments(backbone=tiny_backbone_dir, sections="toy")
+    result = run_benchmark(args)
+    assert [(f.key, f.met) for f in result.figures] == [("toy_speedup", True)] and set(result.section_seconds) == {"toy"}
+    assert ">= 1.5" in format_table(result.figures, result.machine, args.repeats)
+
+
 @pytest.mark.slow
-def test_benchmark_end_to_end_writes_every_figure(bench, tiny_backbone_dir, tmp_path):
-    """The whole benchmark on the tiny backbone with tiny sizes: every section runs, the JSON has every key."""
+def test_benchmark_end_to_end_writes_every_figure(tiny_backbone_dir, tmp_path):
+    """The script on the tiny backbone with tiny sizes: every section runs, the JSON has every key."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     output = tmp_path / "perf.json"
-    code = bench.main([
+    script = Path(__file__).resolve().parents[1] / "recipes" / "benchmark.py"
+    completed = subprocess.run([
+        sys.executable, str(script),
         "--backbone", tiny_backbone_dir, "--quick", "--output", str(output), "--repeats", "1",
         "--inference_texts", "8", "--train_varied_examples", "24", "--train_baseline_steps", "1",
         "--train_fixed_steps", "2", "--train_warmup_steps", "1", "--entity_articles", "12",
         "--entity_mentions", "40", "--entity_median_tokens", "300", "--entity_timed_articles", "2",
-    ])
-    assert code == 0
+    ], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "medians over 1 repeats" in completed.stdout and "entity: done" in completed.stderr
     payload = json.loads(output.read_text())
     assert REQUIRED_KEYS <= set(payload)
     assert all(isinstance(payload[k], float) and math.isfinite(payload[k]) for k in REQUIRED_KEYS)

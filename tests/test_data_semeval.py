@@ -91,8 +91,9 @@ def make_corpus(tmp_path: Path, subtask1=None, subtask2=None, articles=None) -> 
         "EN_UA_000001.txt\tURW: Discrediting Ukraine;URW: Discrediting Ukraine\tURW: Discrediting Ukraine: Other;URW: Discrediting Ukraine: Ukraine is a puppet of the West",
         "EN_CC_000002.txt\tOther\tOther",
     ]
-    (root / "EN" / "subtask-1-annotations.txt").write_bytes("".join(l + "\r\n" for l in subtask1).encode())
-    (root / "EN" / "subtask-2-annotations.txt").write_bytes("".join(l + "\r\n" for l in subtask2).encode())
+    for name, lines in (("subtask-1-annotations.txt", subtask1), ("subtask-2-annotations.txt", subtask2)):
+        if lines:  # [] = no such file (an existing empty annotation file is an error)
+            (root / "EN" / name).write_bytes("".join(l + "\r\n" for l in lines).encode())
     return root
 
 
@@ -173,3 +174,58 @@ def test_undecodable_article_and_bad_taxonomy_files(tmp_path):
     )
     with pytest.raises(ValueError, match="'subtask1_entity_roles' differs from the fixed task taxonomy"):
         load_narrative_taxonomy(taxonomy)
+
+
+@pytest.mark.parametrize("name", ["subtask-1-annotations.txt", "subtask-2-annotations.txt"])
+@pytest.mark.parametrize("content", [b"", b"\r\n\r\n"], ids=["0-byte", "blank-lines"])
+def test_empty_annotation_file_is_an_error_or_a_counted_skip(tmp_path, name, content):
+    root = make_corpus(tmp_path)
+    (root / "EN" / name).write_bytes(content)
+    with pytest.raises(SemEvalFormatError, match=f"{name}: annotation file is empty"):
+        load_semeval(root)
+    articles, report = load_semeval(root, on_error="skip", return_report=True)
+    assert report.skipped == {"empty annotation file": 1} and name in report.problems[0]
+    assert len(articles) == 2 and "empty annotation file" in articles.info.description
+    if name.startswith("subtask-1"):
+        assert report.mentions == 0 and report.articles_without_narratives == 0
+    else:
+        assert report.articles_without_narratives == 2 and report.mentions == 2
+
+
+def test_article_without_a_subtask2_line_is_an_error_or_a_counted_skip(tmp_path):
+    root = make_corpus(tmp_path, subtask2=["EN_CC_000002.txt\tOther\tOther"])
+    with pytest.raises(SemEvalFormatError, match=r"raw-documents/EN_UA_000001.txt: article has no line in .*subtask-2-annotations.txt"):
+        load_semeval(root)
+    articles, report = load_semeval(root, on_error="skip", return_report=True)
+    assert articles["id"] == ["EN_CC_000002.txt"] and report.skipped == {"article without a subtask-2 line": 1}
+    assert report.mentions == 0  # the dropped article's mentions go with it
+
+
+def test_stray_files_in_raw_documents_are_skipped_and_counted(tmp_path, caplog):
+    root = make_corpus(tmp_path)
+    raw = root / "EN" / "raw-documents"
+    (raw / "notes.md").write_text("my notes\n", encoding="utf-8")
+    (raw / "EN_XX_000003.txt").write_text("no domain\n", encoding="utf-8")
+    (raw / "old").mkdir()
+    with caplog.at_level("WARNING", logger="data_prep.semeval"):
+        articles, report = load_semeval(root, return_report=True)  # also with on_error="raise": not articles
+    assert sorted(articles["id"]) == ["EN_CC_000002.txt", "EN_UA_000001.txt"] and set(articles["domain"]) == {"URW", "CC"}
+    assert report.skipped == {"stray file": 3} and report.articles == 2
+    assert sum("notes.md: not an article" in r.getMessage() for r in caplog.records) == 1
+    assert "stray file" in articles.info.description
+
+
+def test_byte_order_marks_do_not_shift_offsets(tmp_path):
+    root = make_corpus(tmp_path, articles={"EN_UA_000001.txt": "\ufeff" + GOOD_TEXT, "EN_CC_000002.txt": "Greta spoke.\n"})
+    for name in ("subtask-1-annotations.txt", "subtask-2-annotations.txt"):
+        path = root / "EN" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    articles, report = load_semeval(root, return_report=True)
+    row = articles[1] if articles[1]["id"] == "EN_UA_000001.txt" else articles[0]
+    assert row["text"] == GOOD_TEXT and [m["text"] for m in row["mentions"]] == ["Putin", "NATO"]
+    assert report.articles_with_byte_order_mark == 1 and not report.skipped
+
+
+def test_sample_still_loads_identically():
+    articles, report = load_semeval(shared_data_path(*SAMPLE), return_report=True)
+    assert len(articles) == 24 and report.mentions == 63 and not report.skipped

@@ -89,3 +89,22 @@ def test_shift_command_on_sample_domains(capsys):
     narratives = next(t for t in report.tasks if t.task == "narratives_coarse")
     assert narratives.label_set_overlap < 0.5  # the domains' narratives differ
     assert "embedding cosine distance" in capsys.readouterr().out
+
+
+def test_text_generator_is_seeded_and_plants_cues_in_both_backends():
+    import numpy as np
+
+    from data_prep.synthetic_text import TextGenerator
+
+    vocabulary = ["alpha", "beta", "gamma", "delta"]
+    for rng in (lambda: 7, lambda: np.random.default_rng(7)):
+        first, second = TextGenerator(vocabulary, rng()), TextGenerator(vocabulary, rng())
+        words = first.with_cues(first.words(20), ["CUE1", "CUE2"])
+        assert words == second.with_cues(second.words(20), ["CUE1", "CUE2"])  # same seed, same text
+        assert len(words) == 22 and words.index("CUE1") >= 0 and set(words) - {"CUE1", "CUE2"} <= set(vocabulary)
+        sentence = first.sentence(3, 5, special=["ZETA"], share=1.0)
+        assert sentence.startswith("Zeta") and sentence.endswith(".") and 3 <= len(sentence.split()) <= 5
+        lengths = first.lengths(200, median=30, sigma=0.6, low=4, high=60)
+        assert lengths.min() >= 4 and lengths.max() <= 60 and 24 <= np.median(lengths) <= 36
+    with pytest.raises(ValueError, match="empty vocabulary"):
+        TextGenerator([])

@@ -37,14 +37,14 @@ def test_other_formats_and_given_label_names(tmp_path, suffix):
     table = load_table(path, label_columns=["y", "tags"], multi_label_columns=["tags"], label_names={"y": ["10", "2", "7"]})
     assert table.examples["y"] == ["2", None, "10"] and table.examples["tags"] == [["x", "z"], None, ["z"]]
     assert table.tasks[0]["labels"] == ["10", "2", "7"] and table.tasks[1]["problem_type"] == "multi_label_classification"
-    with pytest.raises(TableFormatError, match=r"row 1, column 'y': label '2' is not one of the given names \['10'\]"):
+    with pytest.raises(TableFormatError, match=r"(line|row) 1, column 'y': label '2' is not one of the given names \['10'\]"):
         load_table(path, label_columns=["y"], label_names={"y": ["10"]})
 
 
 def test_mixed_type_label_column_is_a_clear_error(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("text,urgency\nfoo,3\nbar,high\nbaz,2\n", encoding="utf-8")
-    with pytest.raises(TableFormatError, match=r"mixed.csv, column 'urgency': label column of mixed types \(number '3' at row 2; text 'high' at row 3\)"):
+    with pytest.raises(TableFormatError, match=r"mixed.csv, column 'urgency': label column of mixed types \(number '3' at line 2; text 'high' at line 3\)"):
         load_table(path, label_columns=["urgency"])
     jsonl = tmp_path / "mixed.jsonl"
     jsonl.write_text(json.dumps({"text": "a", "y": 1}) + "\n" + json.dumps({"text": "b", "y": "one"}) + "\n", encoding="utf-8")
@@ -55,14 +55,98 @@ def test_mixed_type_label_column_is_a_clear_error(tmp_path):
 def test_empty_text_duplicate_id_and_missing_column(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("id,title,body,y\n1,,,a\n2,x,y,b\n2,z,w,a\n", encoding="utf-8")
-    with pytest.raises(TableFormatError, match=r"t.csv, row 2: empty text"):
+    with pytest.raises(TableFormatError, match=r"t.csv, line 2: empty text"):
         load_table(path, text_columns=("title", "body"), label_columns=["y"], id_column="id")
-    with pytest.raises(TableFormatError, match=r"row 4, column 'id': duplicate id '2' \(first at row 3\)"):
+    with pytest.raises(TableFormatError, match=r"line 4, column 'id': duplicate id '2' \(first at line 3\)"):
         load_table(path, text_columns=("title", "body"), label_columns=["y"], id_column="id", on_error="skip")
     table = load_table(path, text_columns=("title", "body"), label_columns=["y"], on_error="skip")
     assert table.counts["_table"] == {"rows": 2, "skipped": 1}
+    assert len(table.skipped) == 1 and table.skipped[0][0] == 2 and "empty text" in table.skipped[0][1]
     with pytest.raises(TableFormatError, match=r"columns \['nope'\] not found"):
         load_table(path, text_columns=("nope",), label_columns=["y"])
+
+
+
+@pytest.mark.parametrize("marker", ["NaN", "nan", "NA", "null", "None", "N/A"])
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_missing_markers_mean_no_label_in_every_format(tmp_path, marker, suffix):
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "y": ["x", marker, "z"]})
+    path = tmp_path / f"t.{suffix}"
+    {"csv": lambda: frame.to_csv(path, index=False), "jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     "parquet": lambda: frame.to_parquet(path)}[suffix]()
+    table = load_table(path, label_columns=["y"])
+    assert table.examples["y"] == ["x", None, "z"] and table.tasks[0]["labels"] == ["x", "z"]
+    assert table.counts["y"] == {"labelled": 2, "missing": 1}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", r"t.csv, line 3, column 'y': label 'inf' is not a finite number"),
+    ("-Infinity", r"line 3, column 'y': label '-Infinity' is not a finite number"),
+    ("2.5", r"t.csv, line 3, column 'y': label '2.5' is a non-integral number"),
+])
+def test_non_finite_and_non_integral_codes_are_refused_in_csv(tmp_path, value, message):
+    path = tmp_path / "t.csv"
+    path.write_text(f"text,y\na,1\nb,{value}\nc,2\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=message):
+        load_table(path, label_columns=["y"])
+    table = load_table(path, label_columns=["y"], on_error="skip")
+    assert table.examples["y"] == ["1", "2"] and table.counts["_table"] == {"rows": 2, "skipped": 1}
+    assert table.skipped[0][0] == 3 and value in table.skipped[0][1]
+
+
+def test_two_spellings_of_one_code_are_refused_not_merged(tmp_path):
+    path = tmp_path / "codes.csv"
+    path.write_text("text,y\na,01\nb,2\nc,1\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"codes.csv, column 'y': ambiguous integer codes '01' \(line 2\) and '1' \(line 4\)"):
+        load_table(path, label_columns=["y"])
+    path.write_text("text,y\na,3.0\nb,4.0\nc,\n", encoding="utf-8")  # a float column with gaps, as pandas writes it
+    assert load_table(path, label_columns=["y"]).examples["y"] == ["3", "4", None]
+
+
+def test_short_and_long_rows_are_errors_naming_the_line(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("text,queue,urgency\na,hw,1\nb,net\nc,hw,2,extra\nd,net,3\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"short.csv, line 3: 2 fields where the header has 3"):
+        load_table(path, label_columns=["queue", "urgency"])
+    table = load_table(path, label_columns=["queue", "urgency"], on_error="skip")
+    assert table.examples["text"] == ["a", "d"]
+    assert [line for line, _ in table.skipped] == [3, 4] and "4 fields" in table.skipped[1][1]
+
+
+def test_quoted_multiline_record_keeps_its_line_numbers(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('text,y\n"two\nlines",a\n,b\n', encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"q.csv, line 4: empty text"):
+        load_table(path, label_columns=["y"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"text,y\na,1\n\xff\xfe,2\n", r"bad.csv, line 3: not valid UTF-8"),
+    (b'text,y\n"unclosed,1\n', r"bad.csv, line \d+: not valid CSV"),
+    (b"text,text,y\na,b,1\n", r"bad.csv, line 1: duplicate column names \['text'\]"),
+])
+def test_unreadable_csv_names_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(TableFormatError, match=message):
+        load_table(path, label_columns=["y"])
+
+
+def test_unreadable_json_lines_and_parquet_name_the_file(tmp_path):
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text('{"text": "a", "y": 1}\n{"text": "b", "y": \n', encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"bad.jsonl, line 2: not valid JSON"):
+        load_table(jsonl, label_columns=["y"])
+    parquet = tmp_path / "bad.parquet"
+    parquet.write_bytes(b"not a parquet file")
+    with pytest.raises(TableFormatError, match=r"bad.parquet: cannot read as Parquet"):
+        load_table(parquet, label_columns=["y"])
+
+
+def test_byte_order_mark_does_not_rename_the_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("text,y\na,x\n", encoding="utf-8-sig")
+    assert load_table(path, label_columns=["y"]).examples["text"] == ["a"]
 
 
 def test_leakage_audit_flags_urgency_and_impact_on_tickets_sample():

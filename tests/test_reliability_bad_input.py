@@ -76,6 +76,17 @@ def test_recipe_refuses_bad_annotations_naming_file_and_line_and_keeps_earlier_r
     assert not (out / "runs" / "mtl__seed1").exists()
 
 
+@pytest.mark.parametrize("name", ["subtask-1-annotations.txt", "subtask-2-annotations.txt"])
+def test_recipe_refuses_an_emptied_annotation_file_before_training(tiny_backbone_dir, tmp_path, corpus, name):
+    """A task whose annotation file was emptied (a failed copy, say) must not silently drop out of the study."""
+    from data_prep import SemEvalFormatError
+
+    (corpus / "EN" / name).write_bytes(b"")
+    with pytest.raises(SemEvalFormatError, match=f"{name}: annotation file is empty"):
+        load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, tmp_path / "x", corpus))
+    assert not (tmp_path / "x" / "results.jsonl").exists()
+
+
 def test_missing_data_dir_names_the_folder_and_the_expected_layout(tiny_backbone_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--data_dir .*nowhere: no EN/ folder"):
         load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, tmp_path / "x", tmp_path / "nowhere"))

@@ -1,20 +1,28 @@
+#!/usr/bin/env python
 """Demo: train a two-task model on the embedded MiniLM with every loss-weighting strategy; print per-task metrics.
 
-    python -m modeling.trainer_demo                     # all five strategies, a minute or two per strategy on 2 CPU cores
-    python -m modeling.trainer_demo --strategies static pcgrad --epochs 2
+    python recipes/trainer_demo.py                      # all five strategies, a minute or two per strategy on 2 CPU cores
+    python recipes/trainer_demo.py --strategies static pcgrad --epochs 2
 
-The data are small synthetic short texts (built here, no download): a single-label ``topic`` task and a
-multi-label ``tone`` task, each labelled on its own half of the training set, as when two tasks come from two
-sources. The point is the mechanics (masked losses, weighting, per-task metrics), not the scores.
+The data are small synthetic short texts (built with `data_prep.synthetic_text`, no download): a single-label
+``topic`` task and a multi-label ``tone`` task, each labelled on its own half of the training set, as when two
+tasks come from two sources. The point is the mechanics (masked losses, weighting, per-task metrics), not the
+scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+# Run from a checkout without installing it: the repository root holds `modeling` and `data_prep`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep.synthetic_text import TextGenerator  # noqa: E402
 
 TOPICS = {
     "sports": ["match", "goal", "coach", "league", "stadium", "season", "player", "referee"],
@@ -35,14 +43,14 @@ TASKS = [
 
 def synthetic_texts(count: int, seed: int) -> list[dict]:
     """Short texts of 6-30 words with a topic and 0-2 tones, each signalled by a few keywords."""
-    rng = random.Random(seed)
+    generator = TextGenerator(FILLER, seed)
+    rng = generator.rng
     examples = []
     for _ in range(count):
         topic = rng.choice(list(TOPICS))
         tones = [tone for tone in TONES if rng.random() < 0.35]
-        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 26))]
-        words += rng.sample(TOPICS[topic], 2) + [rng.choice(TONES[tone]) for tone in tones]
-        rng.shuffle(words)
+        cues = rng.sample(TOPICS[topic], 2) + [rng.choice(TONES[tone]) for tone in tones]
+        words = generator.with_cues(generator.words(generator.randint(4, 26)), cues)
         examples.append({"text": " ".join(words), "topic": topic, "tone": tones})
     return examples
 
