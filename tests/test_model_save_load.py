@@ -77,7 +77,8 @@ def test_round_trip_is_exact(tiny_backbone_dir, tmp_path, sharing):
 
 def test_saved_folder_carries_code_and_auto_map(tiny_backbone_dir, tmp_path):
     MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS).save_pretrained(tmp_path)
-    for name in ("configuration_multitask.py", "modeling_multitask.py", "windowing.py"):
+    for name in ("configuration_multitask.py", "modeling_multitask.py", "windowing.py", "vocabulary.py", "heads.py",
+                 "backbone.py", "predict.py", "loading.py"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "multi_task"
