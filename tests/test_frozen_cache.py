@@ -229,3 +229,39 @@ def test_training_with_the_cache_equals_training_without(tiny_backbone_dir, tmp_
     print(f"fp16 storage: max |metric difference| = {worst:.2e}, max |loss difference| = "
           f"{np.max(np.abs(np.subtract(half_losses, losses))):.2e}")
     assert worst <= 1e-4
+
+
+REUSE_SCRIPT = """
+import json, sys
+import torch
+from datasets import Dataset
+sys.path.insert(0, sys.argv[3])
+from test_frozen_cache import count_encoder_calls, hard_model, make_rows
+from modeling.frozen_cache import attach_frozen_prefix
+model = hard_model(sys.argv[1])
+calls, handle = count_encoder_calls(model)
+cached = attach_frozen_prefix(model, Dataset.from_list(make_rows(10)), sys.argv[2], batch_size=4)
+print(json.dumps({"calls": len(calls), "first": cached[0]["prefix_hidden_states"][0, :4].tolist()}))
+"""
+
+
+def test_another_process_reuses_the_cache_file(tiny_backbone_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    def run() -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", REUSE_SCRIPT, tiny_backbone_dir, str(tmp_path), str(REPO_ROOT / "tests")],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["calls"] == 3 and second["calls"] == 0
+    assert second["first"] == first["first"]
