@@ -25,6 +25,8 @@ _LAZY_EXPORTS = {
     "MultiTaskTrainingArguments": "training_args",
     "compute_multitask_metrics": "metrics",
     "export_onnx": "export",
+    "attach_frozen_prefix": "frozen_cache",
+    "frozen_prefix_applies": "frozen_cache",
 }
 
 __all__ = ["MultiTaskConfig", "TaskSpec", "MultiTaskModel", "MultiTaskOutput", *_LAZY_EXPORTS]
@@ -40,6 +42,7 @@ def __getattr__(name):
 if TYPE_CHECKING:  # pragma: no cover
     from .collator import MultiTaskCollator
     from .export import export_onnx
+    from .frozen_cache import attach_frozen_prefix, frozen_prefix_applies
     from .metrics import compute_multitask_metrics
     from .trainer import MultiTaskTrainer
     from .training_args import MultiTaskTrainingArguments

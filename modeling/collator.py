@@ -10,10 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, MultiTaskConfig, TaskSpec, normalize_task
 from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX as LABEL_PREFIX
+
+#: Column of cached frozen-prefix states (`modeling.frozen_cache`): per row a `[length, H]` float array.
+PREFIX_COLUMN = "prefix_hidden_states"
 
 
 @dataclass
@@ -29,7 +33,8 @@ class MultiTaskCollator:
     Output (`dict` of tensors): `input_ids`, `attention_mask` `[B, L]` (long), `token_type_ids` when the rows have
     them, `mention_spans` `[M, 3]` rows `(batch_row, start, end_exclusive)`, `labels` `{task: tensor}` (a task
     whose column is absent from every row is left out; rows lacking it get -100), `document_index`,
-    `example_index` `[B]` and `mention_index` `[M]` when the rows carry them.
+    `example_index` `[B]` and `mention_index` `[M]` when the rows carry them, and `prefix_hidden_states`
+    `[B, L, H]` (zeros on padded positions, the rows' float dtype) when they carry that column (every row must).
     """
 
     tasks: Any
@@ -97,6 +102,9 @@ class MultiTaskCollator:
             if all(key in row for row in rows):
                 batch[key] = torch.tensor([int(row[key]) for row in rows], dtype=torch.long)
 
+        if any(PREFIX_COLUMN in row for row in rows):
+            batch[PREFIX_COLUMN] = self._prefix_states(rows, length)
+
         labels = {}
         for task in self._tasks:
             column = LABEL_PREFIX + task["name"]
@@ -105,6 +113,27 @@ class MultiTaskCollator:
             labels[task["name"]] = self._task_labels(task, column, rows)
         batch["labels"] = labels
         return batch
+
+    @staticmethod
+    def _prefix_states(rows: Sequence[dict[str, Any]], length: int) -> torch.Tensor:
+        """Right-pad each row's `[length, H]` cached states with zeros into one `[B, L, H]` tensor."""
+        arrays = []
+        for row_number, row in enumerate(rows):
+            if row.get(PREFIX_COLUMN) is None:
+                raise ValueError(f"row {row_number}: no {PREFIX_COLUMN!r} while other rows of the batch have it")
+            array = np.asarray(row[PREFIX_COLUMN])
+            hidden = arrays[0].shape[1] if arrays else None
+            if array.ndim != 2 or array.shape[0] != len(row["input_ids"]) or hidden not in (None, array.shape[1]):
+                raise ValueError(
+                    f"row {row_number}: {PREFIX_COLUMN} has shape {list(array.shape)}; expected "
+                    f"[{len(row['input_ids'])}, hidden] (one state per token of input_ids, same hidden size in a batch)"
+                )
+            arrays.append(array if array.dtype in (np.float16, np.float32) else array.astype(np.float32))
+        # Rows read from Arrow are read-only arrays: copied into one writable buffer, not wrapped one by one.
+        padded = np.zeros((len(rows), length, arrays[0].shape[1]), dtype=np.result_type(*arrays))
+        for row_number, array in enumerate(arrays):
+            padded[row_number, : array.shape[0]] = array
+        return torch.from_numpy(padded)  # float16 storage stays float16: the model casts it
 
     @staticmethod
     def _task_labels(task: dict, column: str, rows: Sequence[dict]) -> torch.Tensor:

@@ -189,7 +189,8 @@ class MultiTaskConfig(PreTrainedConfig):
         head_dropout (`float`, defaults to 0.1): dropout before each head layer.
         head_hidden_size (`int`, *optional*): size of an optional hidden layer (GELU) in every head.
         num_frozen_layers (`int`, defaults to 0): freeze the embeddings and this many lowest encoder layers
-            (partial sharing); 0 freezes nothing.
+            (partial sharing); 0 freezes nothing. The frozen part always runs in eval mode (no dropout), so its
+            output can be cached (`modeling.frozen_cache`).
         max_length (`int`, *optional*): tokens per window for long texts; defaults to
             min(512, backbone `max_position_embeddings`).
         stride (`int`, defaults to 128): tokens of overlap between consecutive windows.

@@ -146,7 +146,7 @@ class MultiTaskOnnxWrapper(nn.Module):
         self.use_mention_spans = use_mention_spans
 
     def forward(self, input_ids, attention_mask, *extra):
-        from .modeling_multitask import pool_document
+        from .heads import pool_document
 
         extra = list(extra)
         token_type_ids = extra.pop(0) if self.use_token_type_ids else None

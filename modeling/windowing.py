@@ -19,11 +19,19 @@ def _check_mentions(text: str, mentions: Sequence[Sequence[int]]) -> list[tuple[
     checked = []
     for index, mention in enumerate(mentions):
         try:
-            start, end = (int(value) for value in mention)
+            start, end = mention
         except (TypeError, ValueError):
             raise ValueError(
                 f"mention {index}: expected a (start, end) pair of character offsets, got {mention!r}"
             ) from None
+        # Offsets are refused, not truncated, unless they are integers (python or numpy): a float offset is
+        # a bug upstream (e.g. a column read as float), and int() would silently move the mention.
+        if not all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in (start, end)):
+            raise ValueError(
+                f"mention {index}: character offsets must be integers, got {mention!r} "
+                f"({type(start).__name__}, {type(end).__name__})"
+            )
+        start, end = int(start), int(end)
         if not 0 <= start < end <= len(text):
             raise ValueError(
                 f"mention {index} ({start}, {end}) is out of range for a text of {len(text)} characters "

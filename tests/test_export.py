@@ -18,7 +18,7 @@ from modeling.export import (  # noqa: E402
     output_name,
     pool_spans_traceable,
 )
-from modeling.modeling_multitask import pool_spans  # noqa: E402
+from modeling.heads import pool_spans  # noqa: E402
 
 TASKS = [
     {"name": "category", "level": "document", "problem_type": "single_label_classification", "labels": ["a", "b", "c"]},

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling import MultiTaskModel, MultiTaskOutput
-from modeling.modeling_multitask import pool_spans
+from modeling.heads import pool_spans
 
 TASKS = [
     {"name": "topic", "level": "document", "problem_type": "single_label_classification", "labels": ["a", "b", "c"]},

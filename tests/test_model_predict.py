@@ -75,6 +75,22 @@ def test_predict_input_errors(tiny_model):
         tiny_model.predict(["some text"], mentions=[[(5, 50)]])
     with pytest.raises(ValueError, match="2 texts but 1 mention lists"):
         tiny_model.predict(["a", "b"], mentions=[[]])
+    with pytest.raises(TypeError, match="text 1 must be a str, got float"):
+        tiny_model.predict(["some text", float("nan")], mentions=[[], []])
+    with pytest.raises(TypeError, match="text 0 must be a str, got NoneType"):
+        tiny_model.predict([None], mentions=[[]])
+
+
+@pytest.mark.parametrize("offsets", [(0.0, 4), (0, 4.7), (True, 4), ("0", "4")])
+def test_predict_refuses_non_integer_mention_offsets(tiny_model, offsets):
+    with pytest.raises(ValueError, match=r"text 1: mention 1: character offsets must be integers"):
+        tiny_model.predict(["some text", "other text"], mentions=[[(0, 4)], [(0, 5), offsets]])
+
+
+def test_predict_accepts_numpy_integer_offsets(tiny_model):
+    plain = tiny_model.predict(["some text"], mentions=[[(0, 4)]], return_scores=True)
+    numpy_offsets = tiny_model.predict(["some text"], mentions=[[(np.int64(0), np.int32(4))]], return_scores=True)
+    assert numpy_offsets == plain
 
 
 def test_minilm_document_and_span_task_save_load_remote_predict(minilm_path, tmp_path):

@@ -77,7 +77,8 @@ def test_round_trip_is_exact(tiny_backbone_dir, tmp_path, sharing):
 
 def test_saved_folder_carries_code_and_auto_map(tiny_backbone_dir, tmp_path):
     MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS).save_pretrained(tmp_path)
-    for name in ("configuration_multitask.py", "modeling_multitask.py", "windowing.py"):
+    for name in ("configuration_multitask.py", "modeling_multitask.py", "windowing.py", "vocabulary.py", "heads.py",
+                 "backbone.py", "predict.py", "loading.py"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "multi_task"
@@ -168,3 +169,48 @@ def test_missing_or_corrupt_files_name_the_folder_and_file(tiny_backbone_dir, tm
         AutoModel.from_pretrained(folder)
     with pytest.raises(OSError, match="config.json"):
         MultiTaskModel.from_pretrained(folder)
+
+
+def _add_task_to_saved_config(folder, name="stance"):
+    config_path = folder / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved["tasks"].append({"name": name, "level": "document", "problem_type": "single_label_classification",
+                           "labels": ["favor", "against"], "parents": None, "thresholds": None})
+    config_path.write_text(json.dumps(saved))
+
+
+def test_missing_head_raises_naming_the_task_unless_allowed(tiny_backbone_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from modeling.loading import MissingWeightsError
+
+    folder = tmp_path / "model"
+    model = _trained_like(MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS)).eval()
+    model.save_pretrained(folder)
+    # A weights file that lost one configured head.
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("heads.role.")}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    for loader in (MultiTaskModel, AutoModel):
+        with pytest.raises(MissingWeightsError, match=r"no head for task\(s\) \['role'\]"):
+            loader.from_pretrained(folder)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+    # A task added to the saved config: refused, then accepted on purpose with a fresh head.
+    _add_task_to_saved_config(folder)
+    with pytest.raises(MissingWeightsError, match=r"\['stance'\].*allow_new_heads"):
+        MultiTaskModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match="allow_new_heads: unknown task"):
+        MultiTaskModel.from_pretrained(folder, allow_new_heads=["stanse"])
+    for allow in (["stance"], "stance", True):
+        loaded, info = MultiTaskModel.from_pretrained(folder, allow_new_heads=allow, output_loading_info=True)
+        assert {k for k in info["missing_keys"]} == {"heads.stance.classifier.weight", "heads.stance.classifier.bias"}
+        state = loaded.state_dict()
+        for key, value in model.state_dict().items():
+            assert torch.equal(state[key], value), key
+        assert loaded.heads["stance"].classifier.weight.std() > 0  # initialised, not left empty
+    # A missing backbone weight has no opt-in.
+    save_file({k: v for k, v in weights.items() if "layer.1.output.dense" not in k}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(MissingWeightsError, match=r"backbone weight\(s\): backbone.encoder.layer.1.output.dense"):
+        MultiTaskModel.from_pretrained(folder, allow_new_heads=True)

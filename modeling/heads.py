@@ -1,0 +1,149 @@
+"""Task heads, the poolings that feed them, and the masked per-task losses.
+
+Part of the model code copied next to every saved checkpoint (``trust_remote_code`` loading): imports only
+torch and sibling modules, relatively.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vocabulary import DOCUMENT, IGNORE_INDEX, SINGLE_LABEL
+
+
+class TaskHead(nn.Module):
+    """Dropout -> (optional Linear + GELU + dropout) -> Linear to the task's labels."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, inner_size: int | None = None):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        if inner_size:
+            self.dense = nn.Linear(hidden_size, inner_size)
+            self.activation = nn.GELU()
+            hidden_size = inner_size
+        else:
+            self.dense = None
+            self.activation = None
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(pooled)
+        if self.dense is not None:
+            hidden = self.dropout(self.activation(self.dense(hidden)))
+        return self.classifier(hidden)
+
+
+def pool_document(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """`[B, L, H]` token states -> `[B, H]`: the first token (`"cls"`) or the mean over unpadded tokens (`"mean"`)."""
+    if mode == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def pool_spans(hidden: torch.Tensor, mention_spans: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool the token states of each mention, all mentions at once (no python loop over mentions).
+
+    Args:
+        hidden: `[B, L, H]` token states.
+        mention_spans: `[M, 3]` rows `(batch_row, start_token, end_token_exclusive)`.
+        mode: `"mean"` or `"max"` over each mention's tokens.
+
+    Returns:
+        `[M, H]`; `[0, H]` (still attached to `hidden`'s graph) when there are no mentions.
+    """
+    if mention_spans.shape[0] == 0:
+        return hidden[:0, 0]
+    rows, starts, ends = mention_spans.unbind(dim=-1)
+    lengths = ends - starts
+    # Gather a [M, longest mention, H] block; positions past a mention's end are masked out.
+    offsets = torch.arange(int(lengths.max()), device=hidden.device)
+    positions = (starts.unsqueeze(1) + offsets.unsqueeze(0)).clamp(max=hidden.shape[1] - 1)
+    inside = offsets.unsqueeze(0) < lengths.unsqueeze(1)
+    tokens = hidden[rows.unsqueeze(1), positions]
+    if mode == "max":
+        return tokens.masked_fill(~inside.unsqueeze(-1), torch.finfo(tokens.dtype).min).amax(dim=1)
+    weights = inside.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(dim=1) / lengths.to(tokens.dtype).unsqueeze(1)
+
+
+def checked_spans(mention_spans, batch_size: int, length: int, device) -> torch.Tensor:
+    """`mention_spans` as a validated `[M, 3]` long tensor (`[0, 3]` when None or empty)."""
+    if mention_spans is None:
+        return torch.zeros(0, 3, dtype=torch.long, device=device)
+    spans = torch.as_tensor(mention_spans, device=device).long()
+    if spans.numel() == 0:
+        return spans.reshape(0, 3)
+    if spans.dim() != 2 or spans.shape[1] != 3:
+        raise ValueError(
+            f"mention_spans: expected shape [M, 3] (batch_row, start_token, end_token_exclusive), got {tuple(spans.shape)}"
+        )
+    rows, starts, ends = spans.unbind(dim=-1)
+    bad = (rows < 0) | (rows >= batch_size) | (starts < 0) | (ends <= starts) | (ends > length)
+    if bool(bad.any()):
+        first = spans[bad.nonzero()[0, 0]].tolist()
+        raise ValueError(
+            f"mention_spans: row {first} is invalid for a batch of {batch_size} x {length} tokens "
+            "(need 0 <= batch_row < B and 0 <= start < end <= L)"
+        )
+    return spans
+
+
+def absent_task_loss(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss sum and count of a task without labels in the batch: exactly 0, but connected to the graph so DDP
+    sees every head used."""
+    loss_sum = logits.new_zeros((), dtype=torch.float32) + logits.sum() * 0.0
+    return loss_sum, torch.zeros((), dtype=torch.float32, device=logits.device)
+
+
+def task_loss_sum(
+    task: dict, logits: torch.Tensor, target, options: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of per-example losses over the labelled examples/mentions of one task, and their (float) count.
+
+    Single-label: cross-entropy (optionally weighted by `options["class_weights"]` of the gold class); multi-label:
+    BCE averaged over the known classes of each example (`options["pos_weight"]` per label). IGNORE_INDEX marks
+    unlabelled examples (or, multi-label, unknown classes).
+    """
+    name, num_labels = task["name"], len(task["labels"])
+    options = options or {}
+    target = torch.as_tensor(target, device=logits.device)
+    rows = logits.shape[0]
+    what = "example" if task["level"] == DOCUMENT else "mention"
+    if task["problem_type"] == SINGLE_LABEL:
+        target = target.long()
+        if target.shape != (rows,):
+            raise ValueError(
+                f"labels[{name!r}]: expected shape [{rows}] (one class id per {what}, -100 = none), "
+                f"got {tuple(target.shape)}"
+            )
+        labelled = target != IGNORE_INDEX
+        if bool(((target < 0) & labelled).any() or (target >= num_labels).any()):
+            raise ValueError(f"labels[{name!r}]: class ids must be in [0, {num_labels}) or -100")
+        per_example = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
+        weights = options.get("class_weights")
+        if weights is not None:
+            per_example = per_example * weights.to(logits.device)[target.clamp_min(0)]
+        per_example = per_example * labelled
+        return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
+    target = target.float()
+    if target.shape != (rows, num_labels):
+        raise ValueError(
+            f"labels[{name!r}]: expected shape [{rows}, {num_labels}] (multi-hot per {what}, a row of -100 "
+            f"= none), got {tuple(target.shape)}"
+        )
+    known = target != IGNORE_INDEX
+    pos_weight = options.get("pos_weight")
+    per_class = F.binary_cross_entropy_with_logits(
+        logits.float(),
+        torch.where(known, target, torch.zeros_like(target)),
+        reduction="none",
+        pos_weight=None if pos_weight is None else pos_weight.to(logits.device),
+    )
+    known_classes = known.sum(dim=1)
+    per_example = (per_class * known).sum(dim=1) / known_classes.clamp_min(1)
+    labelled = known_classes > 0
+    return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
+
+
+__all__ = ["TaskHead", "pool_document", "pool_spans", "checked_spans", "task_loss_sum", "absent_task_loss"]
