@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
+from .losses import masked_task_loss_sum
 from .windowing import aggregate_document_scores, window_text
 from .vocabulary import IGNORE_INDEX, probabilities_from_logits
 
@@ -550,46 +550,8 @@ class MultiTaskModel(PreTrainedModel):
         output.task_losses, output.task_loss_sums, output.task_counts = task_losses, task_sums, task_counts
 
     def _task_loss_sum(self, task: dict, logits: torch.Tensor, target: torch.Tensor):
-        """Sum of per-example losses over labelled examples, and their count."""
-        name, num_labels = task["name"], len(task["labels"])
-        options = self._loss_options.get(name, {})
-        target = torch.as_tensor(target, device=logits.device)
-        rows = logits.shape[0]
-        what = "examples" if task["level"] == DOCUMENT else "mentions"
-        if task["problem_type"] == SINGLE_LABEL:
-            target = target.long()
-            if target.shape != (rows,):
-                raise ValueError(
-                    f"labels[{name!r}]: expected shape [{rows}] (one class id per {what[:-1]}, -100 = none), "
-                    f"got {tuple(target.shape)}"
-                )
-            labelled = target != IGNORE_INDEX
-            if bool(((target < 0) & labelled).any() or (target >= num_labels).any()):
-                raise ValueError(f"labels[{name!r}]: class ids must be in [0, {num_labels}) or -100")
-            per_example = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
-            weights = options.get("class_weights")
-            if weights is not None:
-                per_example = per_example * weights.to(logits.device)[target.clamp_min(0)]
-            per_example = per_example * labelled
-            return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
-        target = target.float()
-        if target.shape != (rows, num_labels):
-            raise ValueError(
-                f"labels[{name!r}]: expected shape [{rows}, {num_labels}] (multi-hot per {what[:-1]}, a row of -100 "
-                f"= none), got {tuple(target.shape)}"
-            )
-        known = target != IGNORE_INDEX
-        pos_weight = options.get("pos_weight")
-        per_class = F.binary_cross_entropy_with_logits(
-            logits.float(),
-            torch.where(known, target, torch.zeros_like(target)),
-            reduction="none",
-            pos_weight=None if pos_weight is None else pos_weight.to(logits.device),
-        )
-        known_classes = known.sum(dim=1)
-        per_example = (per_class * known).sum(dim=1) / known_classes.clamp_min(1)
-        labelled = known_classes > 0
-        return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
+        """Sum of per-example losses over labelled examples, and their count (`losses.masked_task_loss_sum`)."""
+        return masked_task_loss_sum(task, logits, target, **self._loss_options.get(task["name"], {}))
 
     # ------------------------------------------------------------------ inference
     def _resolve_tokenizer(self, tokenizer):
