@@ -70,3 +70,18 @@ def masked_task_loss(task: dict, logits: torch.Tensor, target, **loss_options) -
     """Mean of `masked_task_loss_sum` over the labelled rows; None when no row is labelled."""
     loss_sum, count = masked_task_loss_sum(task, logits, target, **loss_options)
     return loss_sum / count if float(count) > 0 else None
+
+
+def label_counts(tasks, labels) -> list[float]:
+    """Labelled rows (examples / mentions) per task in a batch's ``labels`` dict, in the order of `tasks`: the
+    counts `masked_task_loss_sum` divides by (a multi-label row counts when any of its labels is known)."""
+    counts = []
+    for task in tasks:
+        target = (labels or {}).get(task["name"])
+        if target is None or target.numel() == 0:
+            counts.append(0.0)
+        elif target.dim() == 2:
+            counts.append(float((target != IGNORE_INDEX).any(dim=-1).sum()))
+        else:
+            counts.append(float((target != IGNORE_INDEX).sum()))
+    return counts
