@@ -127,3 +127,17 @@ def test_early_stopping_uses_mean_macro_f1(tiny_backbone_dir, tmp_path):
     trainer.train()
     evaluations = [entry for entry in trainer.state.log_history if "eval_mean_macro_f1" in entry]
     assert len(evaluations) < 20  # stopped early: a learning rate of 1e-7 never improves the metric
+
+
+def test_evaluation_loss_is_the_models_masked_loss(tiny_backbone_dir, tmp_path):
+    """Evaluation and the model's forward share `losses.masked_task_loss_sum`: same per-task losses."""
+    model = make_model(tiny_backbone_dir)
+    dataset = make_dataset(10, seed=3)  # one window per document: evaluation rows = forward rows
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path))
+    metrics = trainer.evaluate(dataset)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(**trainer.data_collator([dataset[i] for i in range(len(dataset))]))
+    for task in ("topic", "tags", "roles"):
+        assert metrics[f"eval_{task}_loss"] == pytest.approx(float(outputs.task_losses[task]), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(float(outputs.loss), rel=1e-5)

@@ -84,3 +84,25 @@ def test_planted_pickle_in_the_checkpoint_is_not_executed_on_resume(tiny_backbon
     with pytest.raises(ValueError, match=r"loss_weighting\.pt: cannot restore the loss-weighting state"):
         resumed.train(resume_from_checkpoint=str(checkpoint))
     assert not marker.exists(), "the planted pickle payload was executed"
+
+
+def test_every_weighting_state_round_trips_with_weights_only(tmp_path):
+    from modeling.loss_weighting import (
+        DynamicWeightAverage,
+        GradNormWeighting,
+        load_weighting_state,
+        save_weighting_state,
+    )
+
+    dwa = DynamicWeightAverage(["a", "b"])
+    dwa.after_epoch({"a": 1.0, "b": 1.0})
+    dwa.after_epoch({"a": 0.5, "b": 1.0})
+    gradnorm = GradNormWeighting(["a", "b"], learning_rate=0.1)
+    gradnorm.update({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 1.0})
+    gradnorm.update({"a": 1.0, "b": 1.0}, {"a": 0.2, "b": 0.9})
+    for weighting, fresh in ((dwa, DynamicWeightAverage(["a", "b"])), (gradnorm, GradNormWeighting(["a", "b"]))):
+        path = str(tmp_path / f"{weighting.name}.pt")
+        save_weighting_state(weighting, path)
+        fresh.load_state_dict(load_weighting_state(path))
+        assert fresh.task_weights(10) == pytest.approx(weighting.task_weights(10))
+        assert fresh.task_weights(10) != pytest.approx({"a": 1.0, "b": 1.0})
