@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
 from .losses import masked_task_loss_sum
 from .windowing import aggregate_document_scores, window_text
-from .vocabulary import IGNORE_INDEX, probabilities_from_logits
+from .vocabulary import probabilities_from_logits
 
 # Where the stack of transformer blocks lives in common encoder layouts (BERT/RoBERTa/DeBERTa-v2/ELECTRA use
 # `encoder.layer`, DistilBERT `transformer.layer`, ModernBERT and newer models `layers`).
