@@ -162,8 +162,7 @@ def tune_task_thresholds(
             continue
         if not labelled_mask(labels, MULTI_LABEL).any():
             continue
-        thresholds = select_thresholds(predictions[name], labels, strategy, task.get("thresholds"), min_support,
-                                       top1_fallback)
+        thresholds = select_thresholds(predictions[name], labels, strategy, min_support, top1_fallback)
         if thresholds is not None:
             config.set_thresholds(name, thresholds)
             tuned[name] = thresholds

@@ -94,7 +94,6 @@ def select_thresholds(
     probabilities,
     labels,
     strategy: str = "shared",
-    current: Sequence[float] | None = None,
     min_support: int = 5,
     top1_fallback: bool = True,
     grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
