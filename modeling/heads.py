@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import masked_task_loss_sum
 from .vocabulary import DOCUMENT, IGNORE_INDEX, SINGLE_LABEL
 
 
@@ -99,51 +100,12 @@ def absent_task_loss(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def task_loss_sum(
     task: dict, logits: torch.Tensor, target, options: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of per-example losses over the labelled examples/mentions of one task, and their (float) count.
-
-    Single-label: cross-entropy (optionally weighted by `options["class_weights"]` of the gold class); multi-label:
-    BCE averaged over the known classes of each example (`options["pos_weight"]` per label). IGNORE_INDEX marks
-    unlabelled examples (or, multi-label, unknown classes).
-    """
-    name, num_labels = task["name"], len(task["labels"])
+    """Sum of per-example losses over the labelled examples/mentions of one task, and their (float) count:
+    :func:`losses.masked_task_loss_sum` (the one masked loss, shared with evaluation) with the model's loss
+    options (``class_weights``, ``pos_weight``)."""
     options = options or {}
-    target = torch.as_tensor(target, device=logits.device)
-    rows = logits.shape[0]
-    what = "example" if task["level"] == DOCUMENT else "mention"
-    if task["problem_type"] == SINGLE_LABEL:
-        target = target.long()
-        if target.shape != (rows,):
-            raise ValueError(
-                f"labels[{name!r}]: expected shape [{rows}] (one class id per {what}, -100 = none), "
-                f"got {tuple(target.shape)}"
-            )
-        labelled = target != IGNORE_INDEX
-        if bool(((target < 0) & labelled).any() or (target >= num_labels).any()):
-            raise ValueError(f"labels[{name!r}]: class ids must be in [0, {num_labels}) or -100")
-        per_example = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
-        weights = options.get("class_weights")
-        if weights is not None:
-            per_example = per_example * weights.to(logits.device)[target.clamp_min(0)]
-        per_example = per_example * labelled
-        return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
-    target = target.float()
-    if target.shape != (rows, num_labels):
-        raise ValueError(
-            f"labels[{name!r}]: expected shape [{rows}, {num_labels}] (multi-hot per {what}, a row of -100 "
-            f"= none), got {tuple(target.shape)}"
-        )
-    known = target != IGNORE_INDEX
-    pos_weight = options.get("pos_weight")
-    per_class = F.binary_cross_entropy_with_logits(
-        logits.float(),
-        torch.where(known, target, torch.zeros_like(target)),
-        reduction="none",
-        pos_weight=None if pos_weight is None else pos_weight.to(logits.device),
-    )
-    known_classes = known.sum(dim=1)
-    per_example = (per_class * known).sum(dim=1) / known_classes.clamp_min(1)
-    labelled = known_classes > 0
-    return per_example.sum() + (logits.sum() * 0.0), labelled.sum().float()
+    return masked_task_loss_sum(task, logits, target, class_weights=options.get("class_weights"),
+                                pos_weight=options.get("pos_weight"))
 
 
 __all__ = ["TaskHead", "pool_document", "pool_spans", "checked_spans", "task_loss_sum", "absent_task_loss"]

@@ -25,6 +25,8 @@ All strategies share an optional warm-up (``--weighting_warmup_steps``) with equ
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -298,6 +300,26 @@ def build_loss_weighting(args, task_names: Sequence[str]) -> TaskWeighting:
     if strategy == "pcgrad":
         return PCGradWeighting(task_names, warmup, static_weights, seed=args.seed)
     raise ValueError(f"unknown --loss_weighting {strategy!r}")
+
+
+def save_weighting_state(weighting: TaskWeighting, path: str) -> None:
+    """Write `weighting`'s state dict (tensors and plain containers only, so `load_weighting_state` can read it
+    with ``weights_only=True``) atomically: a crash never leaves a half-written file at `path`."""
+    temporary = path + ".tmp"
+    torch.save(weighting.state_dict(), temporary)
+    os.replace(temporary, path)
+
+
+def load_weighting_state(path: str, device=None) -> dict:
+    """A state dict written by `save_weighting_state`, loaded with ``weights_only=True``: a file carrying anything
+    but tensors and plain types (e.g. a planted pickle payload) is refused, never executed."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(
+            f"{path}: cannot restore the loss-weighting state: not a plain tensor state dict loadable with "
+            f"torch.load(weights_only=True) (corrupt, or written by something else; refusing to unpickle it): {err}"
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,14 @@ narrative metric), exact match (the official entity-framing metric on fine roles
 calibration error, and for hierarchical tasks (``parents``: fine -> coarse) the coarse metrics computed from the
 fine predictions, with main-role accuracy.
 
-Macro-F1 averages over the labels with support in the evaluated gold labels by default (``macro_average="present"``;
-``{task}_macro_f1_num_labels`` says how many); ``"all"`` averages over every label of the task, scoring labels never
-seen in the evaluation set as 0 (what the SemEval study did).
+Macro-F1 averages by default (``macro_average="present"``) over the labels present in the gold labels OR in the
+predictions -- exactly ``sklearn.metrics.f1_score(average="macro", zero_division=np.nan)`` -- so a label predicted
+but never gold counts as 0 while a label neither gold nor predicted is left out (``{task}_macro_f1_num_labels``
+says how many labels were averaged); ``"all"`` averages over every label of the task, scoring absent labels as 0
+(what the SemEval study did). The counting is scikit-learn's.
+
+Multi-label decisions: a label is predicted when its probability reaches its threshold; with ``top1_fallback`` a
+row where nothing passes predicts its highest-scoring label (the ``Other`` fallback of the SemEval tasks).
 """
 
 from __future__ import annotations
@@ -22,13 +27,12 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
+from sklearn.metrics import accuracy_score, f1_score
 
 from .vocabulary import IGNORE_INDEX, MULTI_LABEL, SINGLE_LABEL, probabilities_from_logits  # noqa: F401 (re-exported)
 
-DEFAULT_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
-
+logger = logging.getLogger(__name__)
+MACRO_AVERAGES = ("present", "all")
 
 # ---------------------------------------------------------------------------------------------------------------
 # small helpers
@@ -45,42 +49,39 @@ def labelled_mask(labels: np.ndarray, problem_type: str) -> np.ndarray:
     return labels != IGNORE_INDEX
 
 
-def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """Elementwise F1 = 2tp / (2tp + fp + fn), 0 where the denominator is 0."""
-    denominator = 2 * tp + fp + fn
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-12), 0.0)
-    return f1
+def decide_multi_label(probabilities: np.ndarray, thresholds, top1_fallback: bool = False) -> np.ndarray:
+    """Boolean predictions ``[N, C]``: probability >= threshold; with `top1_fallback`, a row where no label passes
+    predicts its highest-scoring label instead of nothing."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    predicted = probabilities >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    if top1_fallback and len(predicted):
+        empty = ~predicted.any(axis=1)
+        predicted[np.flatnonzero(empty), probabilities[empty].argmax(axis=1)] = True
+    return predicted
 
 
 def _indicator_metrics(
     predicted: np.ndarray, gold: np.ndarray, label_names: Sequence[str], macro_average: str
 ) -> dict[str, object]:
-    """Micro/macro/samples F1, exact match and per-label F1 of 0/1 indicator matrices ``[N, C]``."""
-    predicted = predicted.astype(bool)
-    gold = gold.astype(bool)
-    tp = (predicted & gold).sum(axis=0).astype(np.float64)
-    fp = (predicted & ~gold).sum(axis=0).astype(np.float64)
-    fn = (~predicted & gold).sum(axis=0).astype(np.float64)
-    per_label = _f1_from_counts(tp, fp, fn)
-    support = gold.sum(axis=0)
-    averaged = support > 0 if macro_average == "present" else np.ones_like(support, dtype=bool)
-    macro = float(per_label[averaged].mean()) if averaged.any() else 0.0
-    micro = float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
-    # Per-example F1; an example with neither gold nor predicted labels agrees perfectly (F1 = 1).
-    example_tp = (predicted & gold).sum(axis=1).astype(np.float64)
-    example_sizes = predicted.sum(axis=1) + gold.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        samples = np.where(example_sizes > 0, 2 * example_tp / np.maximum(example_sizes, 1), 1.0)
-    exact = np.all(predicted == gold, axis=1)
+    """Micro/macro/samples F1, exact match and per-label F1 of 0/1 indicator matrices ``[N, C]`` (scikit-learn)."""
+    predicted = np.asarray(predicted, dtype=bool).astype(np.int8)
+    gold = np.asarray(gold, dtype=bool).astype(np.int8)
+    per_label = f1_score(gold, predicted, average=None, zero_division=0.0)
+    if macro_average == "present":
+        # zero_division=nan leaves out (only) the labels that are neither gold nor predicted
+        averaged = (gold.sum(axis=0) + predicted.sum(axis=0)) > 0
+        macro = float(f1_score(gold, predicted, average="macro", zero_division=np.nan)) if averaged.any() else 0.0
+    else:
+        averaged = np.ones(gold.shape[1], dtype=bool)
+        macro = float(f1_score(gold, predicted, average="macro", zero_division=0.0))
     return {
-        "micro_f1": micro,
+        "micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0.0)),
         "macro_f1": macro,
         "macro_f1_num_labels": float(averaged.sum()),
-        "samples_f1": float(samples.mean()) if len(samples) else 0.0,
-        "exact_match": float(exact.mean()) if len(exact) else 0.0,
+        # per-example F1; an example with neither gold nor predicted labels agrees perfectly (F1 = 1)
+        "samples_f1": float(f1_score(gold, predicted, average="samples", zero_division=1.0)),
+        "exact_match": float(accuracy_score(gold, predicted)),
         "per_label_f1": {name: float(value) for name, value in zip(label_names, per_label)},
-        "support": support,
     }
 
 
@@ -103,41 +104,6 @@ def expected_calibration_error(confidences: np.ndarray, outcomes: np.ndarray, nu
         if in_bin.any():
             total += in_bin.sum() * abs(outcomes[in_bin].mean() - confidences[in_bin].mean())
     return float(total / confidences.size)
-
-
-def tune_thresholds(
-    probabilities: np.ndarray,
-    labels: np.ndarray,
-    current: Sequence[float] | None = None,
-    grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
-) -> list[float]:
-    """Per-label decision thresholds maximising each label's F1 on a validation set (multi-label heads).
-
-    Labels without a positive example keep their current threshold (or 0.5): with no positives the F1-optimal
-    threshold is arbitrary and would only encode "never predict". Ties go to the threshold closest to 0.5, which
-    keeps the choice stable on small validation sets.
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels)
-    mask = labelled_mask(labels, MULTI_LABEL)
-    probabilities, gold = probabilities[mask], labels[mask].astype(bool)
-    num_labels = probabilities.shape[1]
-    thresholds = list(current) if current is not None else [0.5] * num_labels
-    if len(thresholds) != num_labels:
-        raise ValueError(f"got {len(thresholds)} current thresholds for {num_labels} labels")
-    grid = np.asarray(sorted(grid), dtype=np.float64)
-    for label in range(num_labels):
-        positives = gold[:, label]
-        if not positives.any():
-            continue
-        predicted = probabilities[:, label][None, :] >= grid[:, None]  # [G, N]
-        tp = (predicted & positives).sum(axis=1)
-        fp = (predicted & ~positives).sum(axis=1)
-        fn = (~predicted & positives).sum(axis=1)
-        f1 = _f1_from_counts(tp.astype(float), fp.astype(float), fn.astype(float))
-        best = np.flatnonzero(np.isclose(f1, f1.max()))
-        thresholds[label] = float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
-    return [float(value) for value in thresholds]
 
 
 def _coarse_names(task: Mapping) -> tuple[list[str], np.ndarray]:
@@ -167,6 +133,7 @@ def compute_task_metrics(
     macro_average: str = "present",
     per_label: bool = True,
     calibration_bins: int = 15,
+    top1_fallback: bool = False,
 ) -> dict[str, float]:
     """Metrics of one task (a task dict of the config), keys without the task prefix.
 
@@ -175,11 +142,12 @@ def compute_task_metrics(
         probabilities: ``[N, C]`` probabilities.
         labels: gold labels (see module docstring); unlabelled rows are skipped.
         thresholds: multi-label decision thresholds (default: ``task["thresholds"]`` or 0.5).
-        macro_average: ``"present"`` or ``"all"``.
+        macro_average: ``"present"`` (labels gold or predicted) or ``"all"`` (every label).
         per_label: add ``f1_<label>`` keys.
+        top1_fallback: multi-label: a row where no label reaches its threshold predicts its top-1 label.
     """
-    if macro_average not in ("present", "all"):
-        raise ValueError(f"macro_average must be 'present' or 'all', got {macro_average!r}")
+    if macro_average not in MACRO_AVERAGES:
+        raise ValueError(f"macro_average must be one of {MACRO_AVERAGES}, got {macro_average!r}")
     problem_type = task["problem_type"]
     label_names = list(task["labels"])
     num_labels = len(label_names)
@@ -218,12 +186,12 @@ def compute_task_metrics(
         if thresholds.shape != (num_labels,):
             raise ValueError(f"task {task['name']!r}: {thresholds.shape[0]} thresholds for {num_labels} labels")
         gold = labels.astype(bool)
-        predicted = probabilities >= thresholds[None, :]
+        predicted = decide_multi_label(probabilities, thresholds, top1_fallback)
         # Multi-label calibration: every (example, label) probability against whether the label is present.
         metrics["ece"] = expected_calibration_error(probabilities, gold, calibration_bins)
 
     scores = _indicator_metrics(predicted, gold, label_names, macro_average)
-    metrics.update({key: value for key, value in scores.items() if key not in ("per_label_f1", "support")})
+    metrics.update({key: value for key, value in scores.items() if key != "per_label_f1"})
     if problem_type == SINGLE_LABEL:
         metrics["accuracy"] = metrics["exact_match"]
     if per_label:
@@ -256,6 +224,7 @@ def compute_multitask_metrics(
     macro_average: str = "present",
     per_label: bool = True,
     calibration_bins: int = 15,
+    top1_fallback: bool = False,
 ) -> dict[str, float]:
     """Metrics of every task, flat: ``{task}_{metric}`` plus ``mean_macro_f1`` (over tasks with labels).
 
@@ -280,6 +249,7 @@ def compute_multitask_metrics(
             macro_average=macro_average,
             per_label=per_label,
             calibration_bins=calibration_bins,
+            top1_fallback=top1_fallback,
         )
         if task_metrics["num_examples"] == 0:
             continue

@@ -21,7 +21,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX  # noqa: F401 (re-exported)
+from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX, task_of_label_column  # noqa: F401 (re-exported)
 
 
 def has_label(value) -> bool:
@@ -215,3 +215,49 @@ def describe_source(source: Hashable) -> str:
     if isinstance(source, frozenset):
         return "{" + "+".join(sorted(source)) + "}" if source else "{unlabelled}"
     return str(source)
+
+
+def build_train_sampler(dataset, task_names: Sequence[str], args, batch_size: int) -> MultiTaskSampler | None:
+    """The `MultiTaskSampler` that `args` (a `MultiTaskTrainingArguments`) asks for, or None when plain shuffling
+    does (no task sampling, no oversampling, no length grouping).
+
+    Oversampling factors apply per source: a task-set source gets the largest factor of its tasks.
+    """
+    grouping = args.train_sampling_strategy == "group_by_length"
+    if args.task_sampling == "none" and not args.oversample_map and not grouping:
+        return None
+    sources = source_ids(dataset, task_names, args.task_sampling_column)
+    factors = {}
+    for source in set(sources):
+        if isinstance(source, frozenset):
+            factors[source] = max([args.oversample_map.get(name, 1.0) for name in source] or [1.0])
+        else:
+            factors[source] = args.oversample_map.get(str(source), 1.0)
+    sampler = MultiTaskSampler(
+        sources,
+        strategy=args.task_sampling,
+        temperature=args.sampling_temperature,
+        source_factors=factors,
+        lengths=example_lengths(dataset, args.length_column_name) if grouping else None,
+        batch_size=batch_size,
+        megabatch=args.length_grouping_megabatch,
+        seed=args.data_seed if args.data_seed is not None else args.seed,
+    )
+    if sampler.resample:
+        shares = {
+            describe_source(source): round(float(probability), 4)
+            for source, probability in zip(sampler.source_names, sampler.probabilities)
+        }
+        logger.info("task sampling %r: source probabilities %s", args.task_sampling, shares)
+    return sampler
+
+
+def check_label_columns(dataset, description: str, task_names: Sequence[str]) -> None:
+    """Reject a dataset with a ``labels.<task>`` column for a task the model lacks (a silent skip hides bugs)."""
+    columns = getattr(dataset, "column_names", None) or []
+    unknown = [column for column in columns if task_of_label_column(column) not in (None, *task_names)]
+    if unknown:
+        raise ValueError(
+            f"{description} has label column(s) {unknown} for task(s) the model lacks; the model's tasks are "
+            f"{list(task_names)}"
+        )

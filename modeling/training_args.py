@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .metrics import MACRO_AVERAGES
+from .thresholds import THRESHOLD_STRATEGIES
+
 LOSS_WEIGHTINGS = ("static", "uncertainty", "gradnorm", "pcgrad", "dwa")
 TASK_SAMPLINGS = ("none", "proportional", "temperature", "equal")
 CLASS_WEIGHTINGS = ("none", "balanced")
-MACRO_AVERAGES = ("present", "all")
 
 
 def parse_task_float_pairs(items, field_name: str) -> dict[str, float]:
@@ -105,8 +107,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
     uncertainty_learning_rate: float | None = field(
         default=None,
         metadata={
-            "help": "Learning rate of the learned log-variances of 'uncertainty' weighting (default: --learning_rate). "
-            "Fine-tuning learning rates (~1e-5..1e-4) move them little in a short run; 1e-2 lets them adapt."
+            "help": "Learning rate of the learned log-variances of 'uncertainty' weighting (default: "
+            "--head_learning_rate, else --learning_rate). Fine-tuning learning rates (~1e-5..1e-4) move them little "
+            "in a short run; 1e-2 lets them adapt."
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the task heads (and of learned loss weights), in their own optimizer groups; "
+            "the encoder (adapters included) keeps --learning_rate. Default: --learning_rate for everything. Freshly "
+            "initialised heads often train better with a larger rate (e.g. 1e-3 with an encoder at 2e-5)."
         },
     )
 
@@ -174,17 +185,40 @@ class MultiTaskTrainingArguments(TrainingArguments):
     macro_average: str = field(
         default="present",
         metadata={
-            "help": "Labels averaged by macro-F1: 'present' (labels with support in the evaluation set; default) or "
-            "'all' (every label of the task, scoring unseen labels as 0, as the SemEval study did).",
+            "help": "Labels averaged by macro-F1: 'present' (labels gold or predicted in the evaluation set, as "
+            "sklearn's f1_score(average='macro', zero_division=nan); default) or 'all' (every label of the task, "
+            "scoring absent labels as 0, as the SemEval study did).",
             "choices": list(MACRO_AVERAGES),
         },
     )
     tune_thresholds: bool = field(
         default=True,
         metadata={
-            "help": "Tune per-label decision thresholds of multi-label heads on the validation set at each "
-            "evaluation during training and store them in model.config.tasks[i]['thresholds'] (used by predict "
-            "and saved with the model)."
+            "help": "Choose the decision thresholds of multi-label heads on the validation set at each evaluation "
+            "during training (by --threshold_strategy) and store them in the model config (used by predict and "
+            "saved with the model)."
+        },
+    )
+    threshold_strategy: str = field(
+        default="shared",
+        metadata={
+            "help": "How multi-label thresholds are chosen on validation data: 'shared' (one threshold per task "
+            "maximising samples-F1; robust on small validation sets; default), 'per_label' (the shared threshold, "
+            "refined per label for labels with at least --threshold_min_support validation positives) or 'none' "
+            "(keep the stored thresholds, 0.5 by default). Tuning every label alone on ~80 articles drives rare "
+            "labels to near-zero thresholds that predict them everywhere.",
+            "choices": list(THRESHOLD_STRATEGIES),
+        },
+    )
+    threshold_min_support: int = field(
+        default=5,
+        metadata={"help": "--threshold_strategy per_label: validation positives a label needs for its own threshold."},
+    )
+    top1_fallback: bool = field(
+        default=True,
+        metadata={
+            "help": "Multi-label evaluation: a row where no label reaches its threshold predicts its top-scoring "
+            "label (the 'Other' fallback) instead of nothing; also used when choosing thresholds."
         },
     )
     threshold_tuning_set: str | None = field(
@@ -225,6 +259,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"--task_sampling must be one of {TASK_SAMPLINGS}, got {self.task_sampling!r}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(f"--class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}")
+        if self.threshold_strategy not in THRESHOLD_STRATEGIES:
+            raise ValueError(f"--threshold_strategy must be one of {THRESHOLD_STRATEGIES}, got {self.threshold_strategy!r}")
+        if self.threshold_min_support < 1:
+            raise ValueError(f"--threshold_min_support must be >= 1, got {self.threshold_min_support}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(f"--head_learning_rate must be > 0, got {self.head_learning_rate}")
         if self.macro_average not in MACRO_AVERAGES:
             raise ValueError(f"--macro_average must be one of {MACRO_AVERAGES}, got {self.macro_average!r}")
         if self.weighting_warmup_steps < 0:

@@ -54,7 +54,8 @@ def test_macro_average_over_present_or_all_labels(tiny_backbone_dir, tmp_path):
     dataset = make_dataset(20, seed=6, tasks=TWO_TASKS)
     present = MultiTaskTrainer(model=model, args=make_args(tmp_path)).evaluate(dataset)
     every = MultiTaskTrainer(model=model, args=make_args(tmp_path, macro_average="all")).evaluate(dataset)
-    seen = len({row["labels.topic"] for row in dataset})
+    predicted = MultiTaskTrainer(model=model, args=make_args(tmp_path)).predict(dataset).predictions["topic"]
+    seen = len({row["labels.topic"] for row in dataset} | set(predicted.argmax(1).tolist()))  # gold or predicted
     assert present["eval_topic_macro_f1_num_labels"] == seen
     assert every["eval_topic_macro_f1_num_labels"] == 3
     f1 = [present[f"eval_topic_f1_{label}"] for label in ("sports", "politics", "science")]
@@ -73,6 +74,7 @@ def test_thresholds_tuned_saved_and_reloaded(tiny_backbone_dir, tmp_path):
     for name in ("tags", "roles"):
         thresholds = tasks[name]["thresholds"]
         assert thresholds is not None and len(thresholds) == 4 and all(0 < t < 1 for t in thresholds)
+        assert len(set(thresholds)) == 1  # default --threshold_strategy shared: one threshold per task
     assert tasks["topic"].get("thresholds") is None
     # the best checkpoint's thresholds came back with its weights
     best = MultiTaskModel.from_pretrained(trainer.state.best_model_checkpoint)
@@ -84,7 +86,8 @@ def test_thresholds_tuned_saved_and_reloaded(tiny_backbone_dir, tmp_path):
     # evaluation outside training uses (and keeps) the stored thresholds
     metrics = trainer.evaluate(validation)
     predictions = trainer.predict(validation).predictions
-    expected = compute_task_metrics(tasks["tags"], predictions["tags"], np.asarray(validation["labels.tags"]))
+    expected = compute_task_metrics(tasks["tags"], predictions["tags"], np.asarray(validation["labels.tags"]),
+                                    top1_fallback=True)
     assert metrics["eval_tags_macro_f1"] == pytest.approx(expected["macro_f1"])
     assert trainer.model.config.get_task("tags")["thresholds"] == tasks["tags"]["thresholds"]
     best_metric = max(e["eval_mean_macro_f1"] for e in trainer.state.log_history if "eval_mean_macro_f1" in e)
@@ -124,3 +127,17 @@ def test_early_stopping_uses_mean_macro_f1(tiny_backbone_dir, tmp_path):
     trainer.train()
     evaluations = [entry for entry in trainer.state.log_history if "eval_mean_macro_f1" in entry]
     assert len(evaluations) < 20  # stopped early: a learning rate of 1e-7 never improves the metric
+
+
+def test_evaluation_loss_is_the_models_masked_loss(tiny_backbone_dir, tmp_path):
+    """Evaluation and the model's forward share `losses.masked_task_loss_sum`: same per-task losses."""
+    model = make_model(tiny_backbone_dir)
+    dataset = make_dataset(10, seed=3)  # one window per document: evaluation rows = forward rows
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path))
+    metrics = trainer.evaluate(dataset)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(**trainer.data_collator([dataset[i] for i in range(len(dataset))]))
+    for task in ("topic", "tags", "roles"):
+        assert metrics[f"eval_{task}_loss"] == pytest.approx(float(outputs.task_losses[task]), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(float(outputs.loss), rel=1e-5)

@@ -9,8 +9,8 @@ from modeling.metrics import (
     compute_task_metrics,
     expected_calibration_error,
     probabilities_from_logits,
-    tune_thresholds,
 )
+from modeling.thresholds import tune_thresholds
 
 MULTI = {"name": "tags", "level": "document", "problem_type": "multi_label_classification",
          "labels": ["a", "b", "c", "d", "e"]}
@@ -60,7 +60,11 @@ def test_single_label_metrics_and_calibration():
     metrics = compute_task_metrics(SINGLE, probabilities, gold)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
     assert metrics["micro_f1"] == pytest.approx(f1_score(gold, predicted, average="micro", labels=[0, 1, 2, 3]))
-    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", labels=[0, 1, 2]))
+    # 'w' is predicted but never gold: it counts (as 0), exactly as in scikit-learn's default macro-F1
+    assert (predicted == 3).any()
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=np.nan))
+    assert metrics["macro_f1"] < f1_score(gold, predicted, average="macro", labels=[0, 1, 2])
+    assert metrics["macro_f1_num_labels"] == 4
     confidences = probabilities.max(1)
     correct = predicted == gold
     # ECE by its definition, bin by bin
@@ -103,7 +107,7 @@ def test_tuned_thresholds_improve_f1_and_skip_unseen_labels():
     thresholds = tune_thresholds(probabilities, gold, current=[0.5, 0.5, 0.5, 0.5, 0.42])
     assert thresholds[4] == 0.42  # no positive 'e': kept
     assert thresholds[0] < 0.5
-    before = compute_task_metrics(MULTI, probabilities, gold)
+    before = compute_task_metrics(MULTI, probabilities, gold, thresholds=[0.5, 0.5, 0.5, 0.5, 0.42])
     after = compute_task_metrics(MULTI, probabilities, gold, thresholds=thresholds)
     assert after["macro_f1"] >= before["macro_f1"] and after["f1_a"] > before["f1_a"]
 
@@ -118,3 +122,34 @@ def test_multitask_metrics_keys_and_mean():
     assert metrics["mean_macro_f1"] == pytest.approx((metrics["tags_macro_f1"] + metrics["topic_macro_f1"]) / 2)
     with pytest.raises(ValueError, match=r"task 'topic': probabilities must have shape \[N, 4\]"):
         compute_multitask_metrics({"topic": probabilities}, {"topic": single_gold}, [SINGLE])
+
+
+def test_default_macro_f1_is_sklearns_on_labels_gold_or_predicted():
+    # the toy case of the issue: label 'z' is predicted once and never gold
+    single = {"name": "t", "level": "document", "problem_type": "single_label_classification", "labels": ["x", "y", "z"]}
+    gold, predicted = np.array([0, 1, 1]), np.array([0, 1, 2])
+    metrics = compute_task_metrics(single, np.eye(3)[predicted], gold)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=np.nan))
+    assert metrics["macro_f1"] == pytest.approx(0.5556, abs=1e-4)  # the old gold-only average gave 0.833
+    assert metrics["macro_f1_num_labels"] == 3
+    every = compute_task_metrics({**single, "labels": ["x", "y", "z", "never"]}, np.eye(4)[predicted], gold,
+                                 macro_average="all")
+    assert every["macro_f1"] == pytest.approx(f1_score(gold, predicted, labels=[0, 1, 2, 3], average="macro",
+                                                       zero_division=0))
+    # multi-label: 'c' predicted never gold (counts as 0), 'e' neither gold nor predicted (left out)
+    gold = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]])
+    predicted = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 0], [1, 0, 1, 1, 0]])
+    metrics = compute_task_metrics(MULTI, predicted * 0.9, gold)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro", zero_division=np.nan))
+    assert metrics["macro_f1_num_labels"] == 4
+    for average in ("micro", "samples"):
+        assert metrics[f"{average}_f1"] == pytest.approx(f1_score(gold, predicted, average=average))
+
+
+def test_top1_fallback_predicts_the_best_label_of_empty_rows():
+    from modeling.metrics import decide_multi_label
+
+    probabilities = np.array([[0.1, 0.3, 0.2], [0.9, 0.1, 0.6]])
+    np.testing.assert_array_equal(decide_multi_label(probabilities, [0.5] * 3), [[0, 0, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(decide_multi_label(probabilities, [0.5] * 3, top1_fallback=True),
+                                  [[0, 1, 0], [1, 0, 1]])

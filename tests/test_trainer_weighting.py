@@ -154,7 +154,7 @@ def test_resume_restores_the_weighting_state(tiny_backbone_dir, tmp_path):
 
     full = run(tmp_path / "full")
     checkpoint = tmp_path / "full" / "checkpoint-2"
-    saved = torch.load(checkpoint / "loss_weighting.pt")
+    saved = torch.load(checkpoint / "loss_weighting.pt", weights_only=True)
     assert not torch.equal(saved["log_variances"], full.loss_weighting.log_variances.detach())
     resumed = run(tmp_path / "resumed", resume=str(checkpoint))
     torch.testing.assert_close(resumed.loss_weighting.log_variances, full.loss_weighting.log_variances)
