@@ -173,6 +173,8 @@ class PredictionMixin:
         if task["problem_type"] == MULTI_LABEL:
             thresholds = self.config.thresholds_of(task["name"])
             prediction = [label for label, p, t in zip(labels, probabilities, thresholds) if p >= t]
+            if not prediction:  # nothing passes: the top label, as the trainer's evaluation does (top1_fallback)
+                prediction = [labels[max(range(len(labels)), key=probabilities.__getitem__)]]
         else:
             prediction = labels[max(range(len(labels)), key=probabilities.__getitem__)]
         if not return_scores:

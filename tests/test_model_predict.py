@@ -125,3 +125,13 @@ def test_minilm_document_and_span_task_save_load_remote_predict(minilm_path, tmp
     )
     remote = run_without_package(script, folder, tmp_path)
     assert remote == json.loads(json.dumps(before))
+
+
+def test_predict_falls_back_to_the_top_label_when_no_label_passes(tiny_backbone_dir):
+    torch.manual_seed(0)
+    tasks = [{"name": "frames", "problem_type": "multi_label_classification", "labels": ["x", "y", "z"],
+              "thresholds": [1.0, 1.0, 1.0]}]  # sigmoid < 1: no label can pass
+    model = MultiTaskModel.from_backbone(tiny_backbone_dir, tasks, max_length=32, stride=8)
+    [scored] = model.predict(["Nothing passes these thresholds."], return_scores=True)
+    scores = scored["frames"]["scores"]
+    assert scored["frames"]["prediction"] == [max(scores, key=scores.get)]
