@@ -18,10 +18,11 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:  # the runner imports this module: a runtime import would be circular
     from .runner import RunFunction, RunOutcome, RunSpec
@@ -144,7 +145,7 @@ class RayLauncher:
 
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         ray = self._ray
-        import cloudpickle
+        from ray import cloudpickle
 
         try:  # fail before the first run, with the culprit named, rather than at the first submission
             payload = cloudpickle.dumps(run_function)
@@ -166,6 +167,7 @@ class RayLauncher:
                              "no run could ever be scheduled")
         logger.info("Ray cluster: %s", resources)
         self._function_ref = ray.put(payload)  # shipped once, not once per run
+        self._function_key = uuid.uuid4().hex
         self._remote = ray.remote(_execute_pickled).options(
             num_cpus=self.args.ray_cpus_per_run, num_gpus=self.args.ray_gpus_per_run, max_retries=0)
         self._on_start = on_start
@@ -179,7 +181,7 @@ class RayLauncher:
         while self._waiting and len(self._in_flight) < limit:
             task = self._waiting.popleft()
             self._on_start(task)
-            ref = self._remote.remote(self._function_ref, task, self.args.ray_cpus_per_run)
+            ref = self._remote.remote(self._function_key, self._function_ref, task, self.args.ray_cpus_per_run)
             self._in_flight[ref] = (task, time.time())
 
     def __len__(self) -> int:
@@ -206,10 +208,18 @@ class RayLauncher:
             self._started_ray = False
 
 
-def _execute_pickled(payload: bytes, task: RunTask, cpus_per_run: float) -> "RunOutcome":
-    import cloudpickle
+#: Run functions already unpickled in this worker process, by launch: a worker that executes several runs of
+#: a launch unpickles the Study once and keeps its per-process memos (encoded validation sets, ...).
+_WORKER_FUNCTIONS: dict[str, RunFunction] = {}
 
-    return execute_run(cloudpickle.loads(payload), task, cpus_per_run)
+
+def _execute_pickled(key: str, payload: bytes, task: RunTask, cpus_per_run: float) -> "RunOutcome":
+    if key not in _WORKER_FUNCTIONS:
+        from ray import cloudpickle
+
+        _WORKER_FUNCTIONS.clear()  # a new launch: drop the previous one's Study
+        _WORKER_FUNCTIONS[key] = cloudpickle.loads(payload)
+    return execute_run(_WORKER_FUNCTIONS[key], task, cpus_per_run)
 
 
 def make_launcher(args: LauncherArguments | None):
@@ -223,3 +233,44 @@ def iterate(launcher) -> Iterator[tuple[RunTask, "RunOutcome | BaseException"]]:
     """Every finished task (and its outcome or error) until the launcher has nothing left."""
     while len(launcher):
         yield launcher.next_done()
+
+
+def measure_grid_speedup(run_grid: Callable[[Path, LauncherArguments], Sequence[Mapping]], workdir: str | Path,
+                         num_workers: int = 2, atol: float = 0.0) -> dict:
+    """Wall time of one grid run sequentially vs with the Ray launcher and ``num_workers`` single-threaded workers.
+
+    Args:
+        run_grid: ``run_grid(output_dir, launcher_args) -> rows`` runs the grid into a fresh ``output_dir`` with
+            that launcher (e.g. a recipe's ``main`` with ``--launcher ...``) and returns its results rows.
+        workdir: parent of the two output folders (``sequential/``, ``ray/``).
+        num_workers: concurrent runs under Ray, one CPU (and one torch thread) each; a local Ray started for the
+            measurement gets that many CPUs, and its start-up counts in the Ray time (a user pays it too).
+        atol: largest accepted difference between the two launches' values of a row (0: identical).
+
+    Returns ``{"grid_speedup_ray_<n>_workers", "sequential_seconds", "ray_seconds", "runs", "rows",
+    "max_abs_difference", "num_workers"}``; raises AssertionError when the two launches' rows differ (which rows).
+    """
+    workdir = Path(workdir)
+    timings, results, run_counts = {}, {}, {}
+    for name, args in (("sequential", LauncherArguments()),
+                       ("ray", LauncherArguments(launcher="ray", ray_cpus_per_run=1, ray_num_workers=num_workers))):
+        started = time.perf_counter()
+        rows = run_grid(workdir / name, args)
+        timings[name] = time.perf_counter() - started
+        if getattr(rows, "failed", None):
+            raise AssertionError(f"the {name} launch had failed runs: {sorted(rows.failed)}")
+        results[name] = {(r["arm"], r["seed"], r["task"], r["eval_set"], r["metric"]): float(r["value"]) for r in rows}
+        run_counts[name] = len({r.get("run_id") for r in rows})
+    sequential, parallel = results["sequential"], results["ray"]
+    if sequential.keys() != parallel.keys():
+        raise AssertionError(f"the two launches' rows differ: only sequential {sorted(sequential.keys() - parallel.keys())[:5]}, "
+                             f"only ray {sorted(parallel.keys() - sequential.keys())[:5]}")
+    differences = {key: abs(sequential[key] - parallel[key]) for key in sequential}
+    worst = max(differences, key=differences.get, default=None)
+    if worst is not None and differences[worst] > atol:
+        raise AssertionError(f"the two launches' values differ by up to {differences[worst]:.3g} (> atol {atol}), e.g. {worst}: "
+                             f"{sequential[worst]} sequential vs {parallel[worst]} ray")
+    return {f"grid_speedup_ray_{num_workers}_workers": timings["sequential"] / timings["ray"],
+            "sequential_seconds": timings["sequential"], "ray_seconds": timings["ray"],
+            "runs": run_counts["sequential"], "rows": len(sequential),
+            "max_abs_difference": differences[worst] if worst is not None else 0.0, "num_workers": num_workers}
