@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections import deque
@@ -43,8 +44,9 @@ class LauncherArguments:
         "times, then reported as failed while the other runs go on. The output folder must be reachable from "
         "every Ray worker (shared file system).")})
     ray_address: str | None = field(default=None, metadata={"help": (
-        "Address of an existing Ray cluster ('auto', 'ray://host:10001', ...). Default: the RAY_ADDRESS environment "
-        "variable, else a local Ray started for this launch (and stopped at its end).")})
+        "Address of an existing Ray cluster ('auto' on a cluster node, 'ray://head:10001' from outside, which needs "
+        "`pip install \"ray[client]\"`). Default: the RAY_ADDRESS environment variable, else a local Ray started "
+        "for this launch (and stopped at its end).")})
     ray_cpus_per_run: float = field(default=1, metadata={"help": (
         "CPUs reserved by each run (Ray num_cpus); the run's torch uses that many threads (at least 1).")})
     ray_gpus_per_run: float = field(default=0, metadata={"help": "GPUs reserved by each run (Ray num_gpus; 0.5 shares a GPU between two runs)."})
@@ -52,7 +54,8 @@ class LauncherArguments:
         "How many times a failed run (exception or dead worker) is resubmitted, resuming from its last valid "
         "checkpoint, before it is reported as failed.")})
     ray_num_workers: int | None = field(default=None, metadata={"help": (
-        "At most this many runs at a time (default: as many as the cluster's resources allow). A local Ray "
+        "At most this many runs at a time (default: as many as the cluster's resources held when the launch "
+        "starts allow). A local Ray "
         "started for this launch gets ray_num_workers x ray_cpus_per_run CPUs.")})
 
     def __post_init__(self):
@@ -114,6 +117,35 @@ def import_ray():
     return ray
 
 
+def console_settings() -> dict:
+    """The driver's transformers / datasets verbosity and progress bars (a recipe quiets them), to apply in workers."""
+    settings = {}
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        settings["transformers"] = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    if "datasets" in sys.modules:
+        import datasets
+
+        settings["datasets"] = (datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled())
+    return settings
+
+
+def apply_console_settings(settings: dict) -> None:
+    if "transformers" in settings:
+        from transformers.utils import logging as hf_logging
+
+        verbosity, bars = settings["transformers"]
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar() if bars else hf_logging.disable_progress_bar()
+    if "datasets" in settings:
+        import datasets
+
+        verbosity, bars = settings["datasets"]
+        datasets.logging.set_verbosity(verbosity)
+        datasets.enable_progress_bars() if bars else datasets.disable_progress_bars()
+
+
 def execute_run(run_function: RunFunction, task: RunTask, cpus_per_run: float) -> "RunOutcome":
     """Body of a run's Ray task (in a worker process): torch gets the run's CPUs as threads, then the run."""
     import torch
@@ -141,7 +173,7 @@ class RayLauncher:
         self._ray = import_ray()
         self._started_ray = False
         self._waiting: deque[RunTask] = deque()
-        self._in_flight: dict = {}  # ObjectRef -> (task, submitted at)
+        self._in_flight: dict = {}  # ObjectRef -> RunTask
 
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         ray = self._ray
@@ -166,9 +198,15 @@ class RayLauncher:
                              f"Ray cluster has {resources.get('CPU', 0)} CPU / {resources.get('GPU', 0)} GPU in all: "
                              "no run could ever be scheduled")
         logger.info("Ray cluster: %s", resources)
+        # Submitted only as slots free up, so that a run's start line and its time mean it started (not queued).
+        fits = resources.get("CPU", 0) // self.args.ray_cpus_per_run
+        if self.args.ray_gpus_per_run:
+            fits = min(fits, resources.get("GPU", 0) // self.args.ray_gpus_per_run)
+        self._limit = self.args.ray_num_workers or max(1, int(fits))
         self._function_ref = ray.put(payload)  # shipped once, not once per run
         self._function_key = uuid.uuid4().hex
-        self._remote = ray.remote(_execute_pickled).options(
+        self._console = console_settings()
+        self._remote = ray.remote(mtl_run).options(
             num_cpus=self.args.ray_cpus_per_run, num_gpus=self.args.ray_gpus_per_run, max_retries=0)
         self._on_start = on_start
 
@@ -177,12 +215,11 @@ class RayLauncher:
         self._fill()
 
     def _fill(self) -> None:
-        limit = self.args.ray_num_workers or float("inf")
-        while self._waiting and len(self._in_flight) < limit:
+        while self._waiting and len(self._in_flight) < self._limit:
             task = self._waiting.popleft()
             self._on_start(task)
-            ref = self._remote.remote(self._function_key, self._function_ref, task, self.args.ray_cpus_per_run)
-            self._in_flight[ref] = (task, time.time())
+            ref = self._remote.remote(self._function_key, self._function_ref, task, self.args.ray_cpus_per_run, self._console)
+            self._in_flight[ref] = task
 
     def __len__(self) -> int:
         return len(self._waiting) + len(self._in_flight)
@@ -190,7 +227,7 @@ class RayLauncher:
     def next_done(self) -> tuple[RunTask, "RunOutcome | BaseException"]:
         ray = self._ray
         (ref,), _ = ray.wait(list(self._in_flight), num_returns=1)
-        task, _ = self._in_flight.pop(ref)
+        task = self._in_flight.pop(ref)
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as error:
@@ -213,11 +250,13 @@ class RayLauncher:
 _WORKER_FUNCTIONS: dict[str, RunFunction] = {}
 
 
-def _execute_pickled(key: str, payload: bytes, task: RunTask, cpus_per_run: float) -> "RunOutcome":
+def mtl_run(key: str, payload: bytes, task: RunTask, cpus_per_run: float, console: dict) -> "RunOutcome":
+    """The Ray task of one run (Ray prefixes the worker's console lines with this name)."""
     if key not in _WORKER_FUNCTIONS:
         from ray import cloudpickle
 
         _WORKER_FUNCTIONS.clear()  # a new launch: drop the previous one's Study
+        apply_console_settings(console)
         _WORKER_FUNCTIONS[key] = cloudpickle.loads(payload)
     return execute_run(_WORKER_FUNCTIONS[key], task, cpus_per_run)
 

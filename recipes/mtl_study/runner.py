@@ -308,9 +308,9 @@ class ExperimentRunner:
                   f"{' resuming from ' + Path(task.resume).name if task.resume else ''}{eta}", flush=True)
             task.started = time.time()
 
-        if todo:
-            launcher.open(self.run_function, on_start)
         try:
+            if todo:
+                launcher.open(self.run_function, on_start)
             for spec in todo:
                 launcher.submit(self._task(spec, attempt=1))
             for task, outcome in iterate(launcher):
