@@ -54,9 +54,8 @@ class LauncherArguments:
         "How many times a failed run (exception or dead worker) is resubmitted, resuming from its last valid "
         "checkpoint, before it is reported as failed.")})
     ray_num_workers: int | None = field(default=None, metadata={"help": (
-        "At most this many runs at a time (default: as many as the cluster's resources held when the launch "
-        "starts allow). A local Ray "
-        "started for this launch gets ray_num_workers x ray_cpus_per_run CPUs.")})
+        "At most this many runs at a time (default: as many as the cluster's resources allow when the launch "
+        "starts). A local Ray started for this launch gets ray_num_workers x ray_cpus_per_run CPUs.")})
 
     def __post_init__(self):
         if self.launcher not in LAUNCHERS:
