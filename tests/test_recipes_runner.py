@@ -1,13 +1,14 @@
 """The experiment runner: results rows, skipping finished runs, resuming, crash safety, config parsing."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from mtl_study.config import ExperimentArguments, parse_recipe_args
 from mtl_study.results import ResultsStore, atomic_write_text
-from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint
+from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint, run_model_dir
 
 
 class Crash(RuntimeError):
@@ -33,12 +34,12 @@ def fake_run_function(calls, crash_on=None, checkpoints_before_crash=0):
                 (folder / "trainer_state.json").write_text("{}")
             raise Crash(f"killed during {spec.run_id}")
 
-        def save(folder):
-            (Path(folder) / "model.txt").write_text(spec.run_id)
-
+        model_dir = run_model_dir(run_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / "model.txt").write_text(spec.run_id)
         rows = [{"task": t, "eval_set": "test", "metric": m, "value": 0.1 * spec.seed + (0.05 if spec.arm == "mtl" else 0)}
                 for t in spec.tasks for m in ("macro_f1", "micro_f1")]
-        return RunOutcome(rows=rows, log_history=[{"step": 1, "loss": 1.0}], save_model=save)
+        return RunOutcome(rows=rows, log_history=[{"step": 1, "loss": 1.0}], model_dir=model_dir)
 
     return run
 
@@ -93,12 +94,45 @@ def test_partial_block_from_a_kill_is_dropped_and_the_run_redone(tmp_path):
         handle.write(json.dumps(row) + "\n" + json.dumps(row)[:25])
     store = ResultsStore(path)
     assert "mtl__seed5" not in store.finished_runs()
-    assert store.repair() is True
+    report = store.repair()
+    assert (report.dropped_runs, report.dropped_lines, report.partial_last_line) == (["mtl__seed5"], 2, True)
     assert path.read_text() == intact
+    assert not store.repair()  # nothing left to repair
     calls = []
     rows = ExperimentRunner(tmp_path, fake_run_function(calls)).run(specs + [RunSpec("mtl", 5, ["a", "b"])])
     assert [c[0] for c in calls] == ["mtl__seed5"]
     assert sum(r["run_id"] == "mtl__seed5" for r in rows) == 4
+
+
+def test_repair_warning_names_the_runs_and_whether_this_grid_redoes_them(tmp_path, caplog):
+    specs = grid(seeds=(0,))
+    ExperimentRunner(tmp_path, fake_run_function([])).run(specs)
+    path = tmp_path / "results.jsonl"
+    row = {"arm": "mtl", "seed": 7, "task": "a", "eval_set": "test", "metric": "macro_f1", "value": 0.3, "rows_in_run": 4}
+    with open(path, "a") as handle:  # two interrupted blocks: one run in the next grid, one not
+        handle.write(json.dumps({**row, "run_id": "mtl__seed7"}) + "\n" + json.dumps({**row, "run_id": "mtl__seed8"}) + "\n")
+    calls = []
+    with caplog.at_level("WARNING", logger="mtl_study.runner"):
+        ExperimentRunner(tmp_path, fake_run_function(calls)).run(specs + [RunSpec("mtl", 7, ["a", "b"])])
+    (message,) = [r.getMessage() for r in caplog.records if "interrupted write" in r.getMessage()]
+    assert "['mtl__seed7'] are in this grid and will be redone in this launch" in message
+    assert "['mtl__seed8'] are not in this grid and will not be redone" in message
+    assert [c[0] for c in calls] == ["mtl__seed7"]
+
+
+def test_invalid_utf8_line_fails_naming_file_and_line(tmp_path):
+    store = ResultsStore(tmp_path / "results.jsonl")
+    row = {"arm": "mtl", "seed": 0, "task": "a", "eval_set": "test", "metric": "macro_f1", "value": 0.5}
+    store.append_run("r", [row])
+    with open(store.path, "ab") as handle:
+        handle.write(b'{"run_id": "s\xff\xfe"}\n')
+    with pytest.raises(ValueError, match=r"results\.jsonl:2: not valid UTF-8"):
+        store.rows()
+    with pytest.raises(ValueError, match=r"results\.jsonl:2: not valid UTF-8"):
+        ExperimentRunner(tmp_path, fake_run_function([])).run(grid(seeds=(0,)))
+    # a torn write may end the file in the middle of a multi-byte character: that is a partial line, repaired
+    store.path.write_bytes(store.path.read_bytes().split(b"\n")[0] + b"\n" + '{"task": "é'.encode()[:-1])
+    assert store.repair().partial_last_line and store.finished_runs() == {"r"}
 
 
 def test_append_refuses_duplicates_and_incomplete_rows(tmp_path):
@@ -155,3 +189,76 @@ def test_config_yaml_plus_command_line_overrides(tmp_path):
         parse_recipe_args([ExperimentArguments], ["--arms", "stl", "bogus", "--model_name_or_path", "x"])
     with pytest.raises(ValueError, match="hub_model_id"):
         parse_recipe_args([ExperimentArguments], ["--push_to_hub", "--model_name_or_path", "x"])
+
+
+def _checkpoint(folder: Path, step: int, weights: bytes | None = None) -> Path:
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if weights is not None:
+        (checkpoint / "model.safetensors").write_bytes(weights)
+    return checkpoint
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, caplog):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(64, 64)}, str(tmp_path / "good.safetensors"))
+    weights = (tmp_path / "good.safetensors").read_bytes()
+    root = tmp_path / "checkpoints"
+    _checkpoint(root, 10, weights)
+    truncated = _checkpoint(root, 20, weights[: len(weights) // 2])
+    with caplog.at_level("WARNING", logger="mtl_study.runner"):
+        assert last_checkpoint(root).endswith("checkpoint-10")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(truncated) in message and "model.safetensors is unreadable" in message and "falling back to checkpoint-10" in message
+
+    # a trainer_state.json that does not parse, and a torch.save file cut short, are not loadable either
+    (root / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 1')
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mtl_study.runner"):
+        assert last_checkpoint(root) is None
+    assert "restarts from scratch" in caplog.records[-1].getMessage()
+    good = _checkpoint(root, 5, weights)
+    torch.save({"step": 5}, str(good / "optimizer.pt"))
+    assert last_checkpoint(root) == str(good)
+    (good / "optimizer.pt").write_bytes((good / "optimizer.pt").read_bytes()[:-40])
+    assert last_checkpoint(root) is None
+
+
+def test_relaunch_after_a_truncated_checkpoint_resumes_from_the_previous_one(tmp_path):
+    spec = RunSpec("mtl", 0, ["a", "b"])
+    root = tmp_path / "runs" / spec.run_id / "checkpoints"
+    _checkpoint(root, 10)
+    _checkpoint(root, 20, b"\x08\x00\x00\x00\x00\x00\x00\x00{\"w\":")  # header cut short
+    calls = []
+    ExperimentRunner(tmp_path, fake_run_function(calls)).run([spec])
+    assert calls == [(spec.run_id, str(root.absolute() / "checkpoint-10"))]
+
+
+def test_unwritable_output_folder_fails_before_the_first_run(tmp_path, monkeypatch):
+    import tempfile
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out").chmod(0o500)
+    if os.geteuid() == 0:  # root writes into read-only folders: refuse the probe file as the file system would
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(13, "Permission denied", str(dir))
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    calls = []
+    try:
+        with pytest.raises(PermissionError, match="out.* is not writable"):
+            ExperimentRunner(tmp_path / "out", fake_run_function(calls)).run(grid(seeds=(0,)))
+    finally:
+        (tmp_path / "out").chmod(0o700)
+    assert calls == []
+
+
+def test_output_folder_that_cannot_be_created_fails_before_the_first_run(tmp_path):
+    (tmp_path / "runs").write_text("a file where the runs folder goes")
+    calls = []
+    with pytest.raises(OSError, match="runs"):
+        ExperimentRunner(tmp_path, fake_run_function(calls)).run(grid(seeds=(0,)))
+    assert calls == []

@@ -97,22 +97,22 @@ def test_crash_while_saving_a_new_best_model_keeps_the_previous_best_and_records
     """A run that fails while its model is being saved as the arm's best: the previous best stays whole, the
     run is not recorded, and the relaunch redoes it and swaps the new best in."""
     from mtl_study.results import ResultsStore
-    from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models
+    from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, run_model_dir
 
     class DiskFull(OSError):
         pass
 
     def run_function(fail_saving):
         def run(spec, run_dir, resume):
-            def save(folder):
-                (Path(folder) / "weights.bin").write_text(f"weights of {spec.run_id}")
-                if fail_saving and spec.seed == 1:
-                    (Path(folder) / "tokenizer.json").write_text("{half")
-                    raise DiskFull("No space left on device")
-                (Path(folder) / "tokenizer.json").write_text("{}")
-
+            folder = run_model_dir(run_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "weights.bin").write_text(f"weights of {spec.run_id}")
+            if fail_saving and spec.seed == 1:
+                (folder / "tokenizer.json").write_text("{half")
+                raise DiskFull("No space left on device")
+            (folder / "tokenizer.json").write_text("{}")
             rows = [{"task": "a", "eval_set": "validation", "metric": "macro_f1", "value": 0.5 + 0.1 * spec.seed}]
-            return RunOutcome(rows=rows, save_model=save)
+            return RunOutcome(rows=rows, model_dir=folder)
 
         return run
 

@@ -9,6 +9,8 @@ Protocol (why each step exists):
 * On opening, :meth:`ResultsStore.repair` drops a trailing partial line and the rows of incomplete
   blocks (by rewriting the file to a temporary file and ``os.replace``-ing it, which is atomic), so a
   relaunch re-runs that run and appends a fresh, complete block: nothing is lost or duplicated.
+* A complete line that is not valid UTF-8 cannot come from a torn write (only the last line can be torn):
+  reading fails with an error naming the file and line instead of guessing which run it belonged to.
 * Every other file the experiment writes (summaries, reports) goes through :func:`atomic_write_text`.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import tempfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -48,6 +51,24 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`ResultsStore.repair` dropped.
+
+    Args:
+        dropped_runs: run ids whose incomplete block was dropped (a run cut short while its block was appended).
+        dropped_lines: lines removed in all (the rows of those blocks, unparsable lines, a partial last line).
+        partial_last_line: the file ended in the middle of a line (its run id may not be readable).
+    """
+
+    dropped_runs: list[str] = field(default_factory=list)
+    dropped_lines: int = 0
+    partial_last_line: bool = False
+
+    def __bool__(self) -> bool:
+        return self.dropped_lines > 0
+
+
 class ResultsStore:
     """Append-only, crash-safe ``results.jsonl``.
 
@@ -59,23 +80,30 @@ class ResultsStore:
         self.path = Path(path)
 
     # ------------------------------------------------------------------ reading
-    def _parse(self) -> tuple[list[dict], bool]:
-        """(rows that parse, whether anything had to be dropped)."""
+    def _parse(self) -> tuple[list[dict], RepairReport]:
+        """(rows of complete blocks, what a repair would drop)."""
         if not self.path.exists():
-            return [], False
-        raw = self.path.read_text(encoding="utf-8")
-        rows, damaged = [], False
-        lines = raw.split("\n")
-        # A file that does not end with a newline ends with a partial line: a write was cut short.
-        if lines and lines[-1] != "":
-            damaged = True
-        for line_no, line in enumerate(lines[:-1], start=1):
+            return [], RepairReport()
+        lines = self.path.read_bytes().split(b"\n")
+        rows, dropped_lines, partial_line = [], 0, False
+        # A file that does not end with a newline ends with a partial line: a write was cut short (possibly in
+        # the middle of a multi-byte character, hence the check on bytes, before decoding).
+        if lines and lines[-1] != b"":
+            dropped_lines, partial_line = 1, True
+        for line_no, raw in enumerate(lines[:-1], start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                # Blocks are written whole, so a torn write only ever leaves the LAST line partial: invalid UTF-8
+                # on a complete line is damage from elsewhere (disk, an editor), which no repair should guess at.
+                raise ValueError(f"{self.path}:{line_no}: not valid UTF-8 ({error}); fix or delete that line "
+                                 "(its run is then redone on the next launch)") from error
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                damaged = True
+                dropped_lines += 1
                 continue
             if not isinstance(row, dict) or "run_id" not in row:
                 raise ValueError(f"{self.path}:{line_no}: not a results row (a JSON object with 'run_id'): {line[:120]!r}")
@@ -83,9 +111,10 @@ class ResultsStore:
         # Drop the rows of blocks that are incomplete (fewer rows than the block announced).
         counts = Counter(r["run_id"] for r in rows)
         complete = [r for r in rows if counts[r["run_id"]] == int(r.get("rows_in_run", counts[r["run_id"]]))]
-        if len(complete) != len(rows):
-            damaged = True
-        return complete, damaged
+        dropped_runs = sorted({r["run_id"] for r in rows} - {r["run_id"] for r in complete})
+        report = RepairReport(dropped_runs=dropped_runs, dropped_lines=dropped_lines + len(rows) - len(complete),
+                              partial_last_line=partial_line)
+        return complete, report
 
     def rows(self) -> list[dict]:
         """Every row of every finished run."""
@@ -101,12 +130,12 @@ class ResultsStore:
         return dict(out)
 
     # ------------------------------------------------------------------ writing
-    def repair(self) -> bool:
-        """Drop partial lines and incomplete blocks left by a crash; True when the file changed."""
-        rows, damaged = self._parse()
-        if damaged:
+    def repair(self) -> RepairReport:
+        """Drop partial lines and incomplete blocks left by a crash (the report is truthy when the file changed)."""
+        rows, report = self._parse()
+        if report:
             atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        return damaged
+        return report
 
     def append_run(self, run_id: str, rows: Iterable[Mapping]) -> int:
         """Append all rows of one finished run as one block; refuses a run that is already recorded."""

@@ -25,7 +25,7 @@ from .config import ExperimentArguments
 from .data import ExperimentData, load_experiment_data, task_name
 from .report import ReportInputs, markdown_table, shift_statistics_markdown, write_report
 from .results import atomic_write_json, atomic_write_text
-from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models, distributed_state, wants_cpu
+from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models, distributed_state, run_model_dir, wants_cpu
 from .stats import compare_arms, negative_transfer
 
 logger = logging.getLogger(__name__)
@@ -219,11 +219,13 @@ class Study:
                                          "train_examples": len(train), "train_steps": trainer.state.global_step,
                                          **parameters})
 
-            def save(folder: Path) -> None:
-                trainer.save_model(str(folder))
-                self.tokenizer.save_pretrained(str(folder))
-
-            return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), save_model=save,
+            model_dir = None
+            if a.save_best_model:  # the driver moves it to best/<arm> if this run is its arm's best
+                model_dir = run_model_dir(run_dir)
+                trainer.save_model(str(model_dir))
+                if trainer.is_world_process_zero():
+                    self.tokenizer.save_pretrained(str(model_dir))
+            return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), model_dir=model_dir,
                               extra={"train_rows": len(train), "steps": trainer.state.global_step, **parameters})
 
         return run
