@@ -22,6 +22,9 @@ the same inputs, each time as the median over ``--repeats`` interleaved repeats 
    vs one 512-token pass per mention with the mention marked in the text (encoded tokens, wall time,
    mentions kept, backbone passes per batch of a model that also classifies narratives);
 4. export of the hard-shared model with all heads as one ONNX graph, and onnxruntime vs PyTorch.
+5. frozen-prefix cache (``--sections frozen_cache``): training-step time of an entity-framing model with
+   all layers but the top one frozen (5 of MiniLM's 6), full-length windows of 128 tokens, batches of 16,
+   without vs with the cached output of the frozen layers (float32), and the one-off time to build the cache.
 
 All inputs are synthetic and generated here (seeded): the figures measure cost, not accuracy, and need
 no data download. The measurements live in the recipe layer, `mtl_study.benchmarking` (one module per

@@ -15,7 +15,7 @@ from mtl_study.benchmarking.probes import backbone_module, count_calls, describe
 
 REQUIRED_KEYS = {
     "inference_speedup", "inference_memory_ratio", "train_throughput_ratio_varied", "train_overhead_fixed",
-    "entity_token_ratio", "entity_time_ratio", "export_max_abs_diff",
+    "entity_token_ratio", "entity_time_ratio", "export_max_abs_diff", "frozen_cache_step_speedup",
 }
 
 
@@ -121,6 +121,9 @@ def test_table_and_json_report_targets(tmp_path):
     assert payload["inference_speedup"] == 3.0 and payload["train_overhead_fixed"] == 0.10
     assert payload["targets_met"] == {"inference_speedup": True, "train_overhead_fixed": False,
                                       "export_max_abs_diff": True}
+    # A target whose figure was not measured (its section absent) is neither checked nor shown.
+    assert "grid_speedup_ray_2_workers" in TARGETS and "grid_speedup_ray_2_workers" not in payload
+    assert "grid" not in table
 
 
 def test_arguments_validate_sections():
@@ -209,6 +212,33 @@ def test_a_registered_section_runs_and_its_figure_meets_its_target(tiny_backbone
     assert ">= 1.5" in format_table(result.figures, result.machine, args.repeats)
 
 
+def test_frozen_cache_section_times_both_variants_on_the_same_training(tiny_backbone_dir):
+    """The frozen_cache figure on the tiny 2-layer backbone (k = 1 by default): both variants train on the same
+    batches from the same weights, so the cached step computes the same loss as the full one."""
+    args = BenchmarkArguments(backbone=tiny_backbone_dir, sections="frozen_cache", quick=True,
+                              frozen_cache_steps=2, frozen_cache_max_length=24, frozen_cache_batch_size=4)
+    (figure,) = run_benchmark(args).figures
+    assert figure.key == "frozen_cache_step_speedup" and figure.target == ">= 2.5" and figure.unit == "s/step"
+    assert figure.ratio == pytest.approx(figure.baseline / figure.ours) and figure.ours > 0
+    detail = figure.detail
+    sizes = ("num_frozen_layers", "num_layers", "max_length", "batch_size")
+    assert [detail[name] for name in sizes] == [1, 2, 24, 4]
+    assert detail["cache_dtype"] == "float32" and detail["cache_build_s"] > 0
+    assert detail["cache_windows"] == (args.frozen_cache_warmup_steps + 2) * 4
+    assert {name: len(times) for name, times in detail["step_seconds"].items()} == {"full": 2, "cached": 2}
+    first = detail["first_step_loss"]
+    assert math.isfinite(first["full"]) and first["cached"] == pytest.approx(first["full"], rel=1e-5, abs=1e-6)
+    assert detail["loss_max_abs_diff"] < 1e-4 and detail["ratio_cpu_time"] > 0
+
+
+def test_frozen_cache_section_rejects_an_impossible_k(tiny_backbone_dir):
+    args = BenchmarkArguments(backbone=tiny_backbone_dir, sections="frozen_cache", quick=True, frozen_cache_layers=2)
+    with pytest.raises(ValueError, match="--frozen_cache_layers must be in 1..1"):
+        run_benchmark(args)
+    with pytest.raises(ValueError, match="--frozen_cache_dtype"):
+        BenchmarkArguments(backbone=tiny_backbone_dir, frozen_cache_dtype="bfloat16")
+
+
 @pytest.mark.slow
 def test_benchmark_end_to_end_writes_every_figure(tiny_backbone_dir, tmp_path):
     """The script on the tiny backbone with tiny sizes: every section runs, the JSON has every key."""
@@ -224,6 +254,7 @@ def test_benchmark_end_to_end_writes_every_figure(tiny_backbone_dir, tmp_path):
         "--inference_texts", "8", "--train_varied_examples", "24", "--train_baseline_steps", "1",
         "--train_fixed_steps", "2", "--train_warmup_steps", "1", "--entity_articles", "12",
         "--entity_mentions", "40", "--entity_median_tokens", "300", "--entity_timed_articles", "2",
+        "--frozen_cache_steps", "1", "--frozen_cache_max_length", "32", "--frozen_cache_batch_size", "4",
     ], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "medians over 1 repeats" in completed.stdout and "entity: done" in completed.stderr

@@ -3,8 +3,8 @@ the usual single-task recipes, measured side by side on the same backbone and in
 
 Modules: :mod:`.arguments` (options), :mod:`.sections` (the registry of sections and :func:`run_benchmark`;
 its docstring says how to add a section), :mod:`.core` (the :class:`Benchmark` context), one module per
-section (:mod:`.inference`, :mod:`.training`, :mod:`.entity`, :mod:`.export`), :mod:`.probes` (timing,
-memory, machine), :mod:`.inputs` (synthetic inputs) and :mod:`.figures` (targets, table, JSON).
+section (:mod:`.inference`, :mod:`.training`, :mod:`.entity`, :mod:`.export`, :mod:`.frozen_cache`),
+:mod:`.probes` (timing, memory, machine), :mod:`.inputs` (synthetic inputs) and :mod:`.figures` (targets, table, JSON).
 """
 
 import os

@@ -61,11 +61,29 @@ class BenchmarkArguments:
     entity_batch_size: int = field(default=8, metadata={"help": "Sequences per encoder batch in the entity section."})
     max_length: int = field(default=512, metadata={"help": "Window / truncation length in the entity section."})
     stride: int = field(default=128, metadata={"help": "Token overlap between consecutive windows."})
+    frozen_cache_layers: int | None = field(
+        default=None,
+        metadata={"help": "k: frozen lowest layers whose output is cached (default: all but the top layer, 5 of "
+                  "MiniLM's 6)."},
+    )
+    frozen_cache_max_length: int = field(default=128, metadata={"help": "Tokens per window (frozen_cache)."})
+    frozen_cache_batch_size: int = field(default=16, metadata={"help": "Windows per training step (frozen_cache)."})
+    frozen_cache_steps: int | None = field(
+        default=None, metadata={"help": "Timed training steps per variant (frozen_cache; default 10; quick 4)."}
+    )
+    frozen_cache_warmup_steps: int | None = field(
+        default=None, metadata={"help": "Untimed first steps per variant (frozen_cache; default 2; quick 1)."}
+    )
+    frozen_cache_dtype: str = field(
+        default="float32", metadata={"help": "Storage dtype of the cached states: float32 (exact) or float16."}
+    )
 
     def __post_init__(self):
         unknown = [s for s in self.section_list if s not in SECTIONS]
         if unknown:
             raise ValueError(f"--sections: unknown {unknown}; expected some of {list(SECTIONS)}")
+        if self.frozen_cache_dtype not in ("float32", "float16"):
+            raise ValueError(f"--frozen_cache_dtype must be float32 or float16, got {self.frozen_cache_dtype!r}")
         if self.num_tasks < 1:
             raise ValueError(f"--num_tasks must be >= 1, got {self.num_tasks}")
         preset = {
@@ -76,6 +94,8 @@ class BenchmarkArguments:
             "train_baseline_steps": (5, 2),
             "train_fixed_steps": (8, 3),
             "entity_timed_articles": (20, 6),
+            "frozen_cache_steps": (10, 4),
+            "frozen_cache_warmup_steps": (2, 1),
         }
         for name, (full, quick) in preset.items():
             if getattr(self, name) is None:

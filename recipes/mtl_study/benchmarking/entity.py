@@ -12,7 +12,7 @@ import torch
 
 from .core import Benchmark
 from .figures import Figure
-from .inputs import Article, batches_by_length, mark_mention, pad_batch, synthetic_articles
+from .inputs import Article, batches_by_length, framing_tasks, mark_mention, pad_batch, synthetic_articles
 from .probes import autocast_context, backbone_module, count_calls, interleaved_timings, median
 
 
@@ -26,10 +26,7 @@ def run_entity(bench: Benchmark) -> None:
     tokenizer = bench.tokenizer
     generator = bench.text_generator(3)
     articles = synthetic_articles(generator, args.entity_articles, args.entity_mentions, args.entity_median_tokens)
-    roles = {"name": "roles", "level": "span", "problem_type": "single_label_classification",
-             "labels": ["Protagonist", "Antagonist", "Innocent"], "parents": None, "thresholds": None}
-    narratives = {"name": "narratives", "level": "document", "problem_type": "multi_label_classification",
-                  "labels": [f"narrative_{i}" for i in range(20)], "parents": None, "thresholds": None}
+    narratives, roles = framing_tasks()
     collator = MultiTaskCollator(tasks=[narratives, roles], tokenizer=tokenizer)
 
     def windows_of(selected: Sequence[Article], with_mentions_only: bool) -> list[dict[str, Any]]:

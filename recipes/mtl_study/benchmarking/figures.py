@@ -21,8 +21,12 @@ TARGETS = {
     "entity_mentions_kept": (">=", 1.0),
     "entity_backbone_passes_per_batch": ("<=", 1.0),
     "export_max_abs_diff": ("<=", 1e-4),
+    "frozen_cache_step_speedup": (">=", 2.5),
+    # Measured by a section still to come (a grid's wall time, sequential vs a 2-worker local Ray): until it
+    # runs, no figure carries this key, and only measured figures are checked against their targets.
+    "grid_speedup_ray_2_workers": (">=", 1.3),
 }
-"""Figure key -> (comparison, value) that its ratio must meet."""
+"""Figure key -> (comparison, value) that its ratio must meet (checked only for the figures measured)."""
 
 
 @dataclass

@@ -32,6 +32,16 @@ def ticket_tasks(num_tasks: int) -> list[dict[str, Any]]:
     return tasks
 
 
+def framing_tasks() -> list[dict[str, Any]]:
+    """The two tasks of an entity-framing model: 20 document-level narratives (multi-label) and three roles per
+    mention (span level), as in SemEval-2025 Task 10."""
+    narratives = {"name": "narratives", "level": "document", "problem_type": "multi_label_classification",
+                  "labels": [f"narrative_{i}" for i in range(20)], "parents": None, "thresholds": None}
+    roles = {"name": "roles", "level": "span", "problem_type": "single_label_classification",
+             "labels": ["Protagonist", "Antagonist", "Innocent"], "parents": None, "thresholds": None}
+    return [narratives, roles]
+
+
 def random_label(task: dict[str, Any], rng: np.random.Generator):
     labels = task["labels"]
     if task["problem_type"] == "multi_label_classification":
@@ -93,6 +103,29 @@ def synthetic_articles(
         )
         articles.append(Article(f"article_{index:04d}", " ".join(words), mentions, length))
     return articles
+
+
+def synthetic_windows(tokenizer, count: int, length: int, seed: int) -> list[dict[str, Any]]:
+    """`count` encoded windows of exactly `length` random word pieces (a full window, as long articles give),
+    two mentions each, labelled for every task of :func:`framing_tasks` (rows as `encode_for_model` writes them)."""
+    from modeling.vocabulary import label_column
+
+    narratives, roles = framing_tasks()
+    rng = np.random.default_rng(seed)
+    # Word pieces from the upper part of the vocabulary: no special or unused tokens.
+    low = min(1000, tokenizer.vocab_size // 2)
+    rows = []
+    for index in range(count):
+        ids = [tokenizer.cls_token_id, *rng.integers(low, tokenizer.vocab_size, length - 2).tolist(),
+               tokenizer.sep_token_id]
+        rows.append({
+            "input_ids": ids, "attention_mask": [1] * length, "token_type_ids": [0] * length,
+            "mention_spans": [[5, 8], [length // 3, length // 3 + 2]], "mention_index": [0, 1],
+            "example_index": index,
+            label_column(narratives["name"]): rng.integers(0, 2, len(narratives["labels"])).astype(float).tolist(),
+            label_column(roles["name"]): rng.integers(0, len(roles["labels"]), 2).tolist(),
+        })
+    return rows
 
 
 def mark_mention(text: str, span: tuple[int, int], marker: str = "@") -> str:

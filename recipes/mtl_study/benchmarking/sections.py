@@ -1,14 +1,17 @@
 """The benchmark's sections, in the order they run, and :func:`run_benchmark`, which runs the selected ones.
 
-Adding a section (e.g. ``frozen_cache``):
+Adding a section (e.g. ``grid``, whose figure ``grid_speedup_ray_2_workers`` already has its target):
 
-1. write ``run_frozen_cache(bench: Benchmark) -> None`` in a new module of this package; it measures with the
-   helpers of :mod:`.probes` (``interleaved_timings``, ``median``, ``peak_memory_bytes``, ``count_calls``) on
-   inputs from :mod:`.inputs` / ``bench.text_generator(seed_offset)`` and appends
+1. write ``run_grid(bench: Benchmark) -> None`` in a new module of this package (:mod:`.frozen_cache` is a
+   short example); it measures with the helpers of :mod:`.probes` (``interleaved_timings``, ``median``,
+   ``time_call``, ``peak_memory_bytes``, ``count_calls``) on inputs from :mod:`.inputs` /
+   ``bench.text_generator(seed_offset)`` and appends
    ``Figure(key, label, ours, baseline, unit, ratio, ratio_label, detail)`` to ``bench.figures``;
-2. register it below: ``Section("frozen_cache", run_frozen_cache)`` (``all_processes=True`` when every process
-   must take part, as in distributed training);
-3. give its figure a target in :data:`.figures.TARGETS` (``"frozen_cache_step_speedup": (">=", 1.5)``).
+   sizes it needs become fields of :class:`.arguments.BenchmarkArguments` (with a full/quick preset);
+2. register it below: ``Section("grid", run_grid)`` (``all_processes=True`` when every process must take
+   part, as in distributed training);
+3. give its figure a target in :data:`.figures.TARGETS` (``"grid_speedup_ray_2_workers": (">=", 1.3)``). A
+   target whose figure is not measured (its section not run or not written yet) is simply not checked.
 
 ``--sections`` then accepts its name, it runs by default, and the table and JSON show its figures.
 """
@@ -24,6 +27,7 @@ from .core import Benchmark
 from .entity import run_entity
 from .export import run_export
 from .figures import Figure
+from .frozen_cache import run_frozen_cache
 from .inference import run_inference
 from .probes import describe_machine
 from .training import run_training
@@ -50,6 +54,7 @@ SECTIONS: dict[str, Section] = {
         Section("training", run_training, all_processes=True),
         Section("entity", run_entity),
         Section("export", run_export),
+        Section("frozen_cache", run_frozen_cache),
     )
 }
 

@@ -1,0 +1,121 @@
+"""Benchmark section "frozen_cache": training-step time of an entity-framing model whose k lowest layers are
+frozen, without vs with the frozen-prefix cache (:mod:`modeling.frozen_cache`), and the one-off time to build
+that cache.
+
+Both variants start from the same weights and train on the same batches of full-length windows, each with
+its own AdamW; a step is what the Trainer's loop does per batch: a batched read from the dataset, collation,
+forward, backward, optimizer step. Steps alternate between the variants (A B A B ...) after a warm-up, so a
+busy spell of a shared machine hits both alike. Each step is seeded, so dropout in the trained layers draws
+the same masks in both variants: their losses must agree (the detail reports the largest difference).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from .core import Benchmark
+from .figures import Figure
+from .inputs import framing_tasks, synthetic_windows
+from .probes import autocast_context, interleaved_timings, median
+
+_CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict):  # the collator's `labels`: {task: tensor}
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+class TrainingSteps:
+    """Consecutive training steps of `model` over `data`, batch i at the i-th call; `losses[i]` is its loss."""
+
+    def __init__(self, model, data, collate, batch_size: int, device: torch.device, seed: int, bf16: bool = False):
+        self.model = model.train()
+        self.data, self.collate, self.batch_size = data, collate, batch_size
+        self.device, self.seed, self.bf16 = device, seed, bf16
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        self.losses: list[float] = []
+        self.cpu_seconds: list[float] = []  # CPU time of this process per step (all threads)
+
+    def __call__(self) -> None:
+        began = time.process_time()
+        index = len(self.losses)
+        start = index * self.batch_size
+        if start + self.batch_size > len(self.data):
+            raise RuntimeError(f"step {index + 1}: the dataset holds only {len(self.data)} rows")
+        # One batched read, as torch's DataLoader does through `Dataset.__getitems__`.
+        rows = self.data.__getitems__(list(range(start, start + self.batch_size)))
+        batch = _to_device(self.collate(rows), self.device)
+        torch.manual_seed(self.seed + index)  # same dropout masks in both variants at the same step
+        with autocast_context(self.device, self.bf16):
+            loss = self.model(**batch).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.losses.append(float(loss.detach()))
+        self.cpu_seconds.append(time.process_time() - began)
+
+
+def run_frozen_cache(bench: Benchmark) -> None:
+    """Figure frozen_cache_step_speedup: median training-step time without / with the cache."""
+    from datasets import Dataset
+    from transformers import AutoConfig
+
+    from modeling import MultiTaskCollator
+    from modeling.frozen_cache import attach_frozen_prefix, frozen_prefix_reason
+
+    args = bench.args
+    num_layers = AutoConfig.from_pretrained(args.backbone).num_hidden_layers
+    k = num_layers - 1 if args.frozen_cache_layers is None else args.frozen_cache_layers
+    if not 0 < k < num_layers:
+        raise ValueError(f"--frozen_cache_layers must be in 1..{num_layers - 1} for this {num_layers}-layer "
+                         f"backbone, got {k}")
+    tasks = framing_tasks()
+    full_model = bench.multitask_model(tasks, num_frozen_layers=k)
+    reason = frozen_prefix_reason(full_model)
+    if reason is not None:
+        raise ValueError(f"frozen_cache section: the model's frozen prefix cannot be cached: {reason}")
+    cached_model = copy.deepcopy(full_model)
+    bs, length = args.frozen_cache_batch_size, args.frozen_cache_max_length
+    warmup, timed = args.frozen_cache_warmup_steps, args.frozen_cache_steps
+    windows = Dataset.from_list(synthetic_windows(bench.tokenizer, (warmup + timed) * bs, length, args.seed + 6))
+    collate = MultiTaskCollator(tasks=tasks, tokenizer=bench.tokenizer)
+
+    with tempfile.TemporaryDirectory() as cache_dir:  # a fresh folder: the build is measured, never reused
+        began = time.perf_counter()
+        with_cache = attach_frozen_prefix(cached_model, windows, cache_dir, batch_size=64,
+                                          dtype=_CACHE_DTYPES[args.frozen_cache_dtype])
+        build_s = time.perf_counter() - began  # states come back to the CPU: the device work is done
+        bench.log(f"frozen cache: {k} of {num_layers} layers, {len(windows)} windows of {length} tokens cached "
+                  f"in {build_s:.1f} s; timing {warmup} + {timed} steps of {bs} per variant")
+        steps = {
+            "full": TrainingSteps(full_model, windows, collate, bs, bench.device, args.seed, bench.bf16),
+            "cached": TrainingSteps(cached_model, with_cache, collate, bs, bench.device, args.seed, bench.bf16),
+        }
+        timings = interleaved_timings(steps, timed, bench.device, warmup=warmup)
+
+    full_s, cached_s = median(timings["full"]), median(timings["cached"])
+    saved_per_step = full_s - cached_s
+    # CPU time is far less noisy than wall-clock when other jobs share the cores (meaningful on CPU only).
+    cpu_s = {name: median(s.cpu_seconds[warmup:]) for name, s in steps.items()}
+    loss_diff = max(abs(a - b) for a, b in zip(steps["full"].losses, steps["cached"].losses))
+    bench.log(f"frozen cache: step {full_s * 1000:.0f} ms without, {cached_s * 1000:.0f} ms with the cache "
+              f"(x{full_s / cached_s:.2f}); cache built once in {build_s:.1f} s")
+    bench.figures.append(Figure(
+        "frozen_cache_step_speedup",
+        f"training step, {k} of {num_layers} layers frozen, {length} tokens x {bs}: without vs with the "
+        f"{args.frozen_cache_dtype} frozen-prefix cache",
+        cached_s, full_s, "s/step", full_s / cached_s, "x faster",
+        {"num_frozen_layers": k, "num_layers": num_layers, "max_length": length, "batch_size": bs,
+         "cache_dtype": args.frozen_cache_dtype, "cache_build_s": build_s, "cache_windows": len(windows),
+         "cache_pays_back_after_steps": build_s / saved_per_step if saved_per_step > 0 else None,
+         "ratio_cpu_time": cpu_s["full"] / cpu_s["cached"], "warmup_steps": warmup,
+         "first_step_loss": {name: s.losses[0] for name, s in steps.items()},
+         "loss_max_abs_diff": loss_diff, "step_seconds": timings},
+    ))
