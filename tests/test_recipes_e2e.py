@@ -141,13 +141,13 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tiny_back
 
 
 def test_evaluation_set_naming_a_task_the_model_lacks_is_a_clear_error(tiny_backbone_dir, tmp_path):
-    from mtl_study.config import parse_recipe_args, ExperimentArguments
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study, check_eval_tasks
 
     with pytest.raises(ValueError, match=r"evaluation set 'test' names task\(s\) \['queue'\] that the model lacks"):
         check_eval_tasks("test", ["category", "queue"], ["category"])
-    (args,) = parse_recipe_args([ExperimentArguments], tiny_args(tiny_backbone_dir, tmp_path, "--arms", "stl", seeds=("0",)))
-    study = Study(args, "t", "t", "q")
+    parsed = parse_recipe_args("t", tiny_args(tiny_backbone_dir, tmp_path, "--arms", "stl", seeds=("0",)))
+    study = Study(*parsed, "t", "t", "q")
     specs = study.architecture_specs(study.task_names(), arms=["stl"])[:1]
     other = next(t for t in study.task_names() if t not in specs[0].tasks)
     with pytest.raises(ValueError, match=f"names task\\(s\\) \\['{other}'\\] that the model lacks"):

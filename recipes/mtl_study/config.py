@@ -80,8 +80,7 @@ class ExperimentArguments:
             raise ValueError(f"--seeds: duplicated seed in {self.seeds}")
         if any(seed < 0 for seed in self.seeds):
             raise ValueError(f"--seeds: seeds must be >= 0, got {self.seeds}")
-        # Recipes name derived arms (mtl@URW, ...) after a base architecture.
-        _check_choices("arms", [a for a in self.arms if not a.startswith(ARCHITECTURES)], ARCHITECTURES)
+        _check_choices("arms", [a.split("@")[0] for a in self.arms], ARCHITECTURES)  # derived arms: mtl@URW
         _check_choices("tasks", self.tasks, TASK_KINDS)
         _check_choices("granularity", [self.granularity], ("fine", "coarse"))
         _check_choices("primary_metric", [self.primary_metric], REPORTED_METRICS)
@@ -218,7 +217,9 @@ class StudyTrainingArguments(MultiTaskTrainingArguments):
 
 # ---------------------------------------------------------------------------------------------- YAML values
 def _type_name(annotation) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _matches(value, annotation) -> bool:
@@ -278,7 +279,7 @@ def yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
     for name, value in values.items():
         if not _matches(value, known[name]):
             expected = _type_name(known[name])
-            hint = f" (write a list: {name}: [{value}])" if typing.get_origin(known[name]) is list or "list" in expected else ""
+            hint = f" (write a list: {name}: [{value}])" if "list" in expected and not isinstance(value, list) else ""
             raise ValueError(f"{config_path}: option {name!r} expects {expected}, got {type(value).__name__} {value!r}{hint}")
     return values
 
@@ -316,7 +317,7 @@ def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Seq
     """
     argv = list(sys.argv[1:] if args is None else args)
     dataclass_types = [ExperimentArguments, StudyTrainingArguments, ModelArguments, *extra]
-    parser = HfArgumentParser(dataclass_types)
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)  # a typo must not silently match another option
     parser.add_argument("--config", type=str, default=None, help="YAML file of option: value defaults; the command line overrides them.")
     parser.set_defaults(output_dir=f"outputs/{recipe}")
     config_path = _config_path(argv)
