@@ -185,7 +185,7 @@ class StudyTrainingArguments(MultiTaskTrainingArguments):
     save_steps: float = field(default=8, metadata={"help": "Save a checkpoint (and, by default, evaluate the validation set) every this many steps; a multiple of --eval_steps."})
     save_total_limit: Optional[int] = field(default=1, metadata={"help": "Checkpoints kept besides the best one."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the checkpoint with the best primary metric on validation before the test evaluation."})
-    logging_steps: float = field(default=4, metadata={"help": "Training loss (and per-task losses) logged every this many steps."})
+    logging_steps: float = field(default=2, metadata={"help": "Training loss (and per-task losses) logged every this many steps."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, ...); none by default."})
     disable_tqdm: Optional[bool] = field(default=True, metadata={"help": "No per-step progress bar: the runner prints one line per run and per logging step."})
     group_by_length: bool = field(default=True, metadata={"help": "Length-grouped batches (less padding)."})
