@@ -64,9 +64,14 @@ def test_defaults_are_the_main_job_and_equal_the_shipped_yaml():
 
 
 @pytest.mark.parametrize("recipe", ["architecture_comparison", "architecture_comparison_fine", "cross_domain_evaluation",
-                                    "data_duplication", "label_granularity"])
+                                    "cross_domain_training", "data_duplication", "label_granularity", "ticket_router"])
 def test_every_shipped_yaml_parses(recipe):
-    parse_recipe_args(recipe, ["--config", str(REPO_ROOT / "recipes" / "configs" / f"{recipe}.yaml")])
+    from cross_domain_training import CrossDomainTrainingArguments
+    from ticket_router import TicketArguments
+
+    extra = {"cross_domain_training": [CrossDomainTrainingArguments], "ticket_router": [TicketArguments]}.get(recipe, [])
+    parsed = parse_recipe_args(recipe, ["--config", str(REPO_ROOT / "recipes" / "configs" / f"{recipe}.yaml")], extra=extra)
+    assert parsed[1].output_dir == f"outputs/{recipe}"
 
 
 def test_unknown_yaml_key_names_the_file_and_the_key(tmp_path):
