@@ -165,8 +165,11 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
 
     # The evaluation gathered over two processes equals one process evaluating the saved model.
     model = MultiTaskModel.from_pretrained(out / "best" / "mtl")
-    trainer_args = study.training_arguments(study.architecture_specs(tasks)[0], tmp_path / "single")
-    trainer_args.tune_thresholds = False  # the saved model carries the thresholds tuned during the run
+    import dataclasses
+
+    # the saved model carries the thresholds tuned during the run; no training here, so no validation either
+    trainer_args = dataclasses.replace(study.training_arguments(study.architecture_specs(tasks)[0], tmp_path / "single"),
+                                       tune_thresholds=False, eval_strategy="no", load_best_model_at_end=False)
     trainer = MultiTaskTrainer(model=model, args=trainer_args, processing_class=study.tokenizer)
     test = study.encode(study.data.test, tasks, key="single-test")
     metrics = trainer.evaluate({"test": test})
@@ -206,7 +209,7 @@ def test_same_seed_and_settings_give_identical_results(tiny_backbone_dir, tmp_pa
 @pytest.mark.slow
 def test_sigkilled_recipe_resumes_from_its_checkpoint_without_lost_or_duplicated_rows(tiny_backbone_dir, tmp_path):
     out = tmp_path / "killed"
-    argv = [sys.executable, str(RECIPE), *recipe_args(tiny_backbone_dir, out, "--max_steps", "60", "--save_steps", "3",
+    argv = [sys.executable, str(RECIPE), *recipe_args(tiny_backbone_dir, out, "--max_steps", "60", "--save_steps", "3", "--early_stopping_patience", "0",
                                                       "--per_device_train_batch_size", "4")]
     argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] = ["0", "1"]
     checkpoints = out / "runs" / "mtl__seed0" / "checkpoints"
