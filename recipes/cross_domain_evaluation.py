@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from data_prep.ablations import per_domain_eval_sets
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import parse_recipe_args
 from mtl_study.stats import cross_domain_matrix
 from mtl_study.study import Study
 
@@ -20,8 +20,8 @@ BOTH = "both"
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="cross_domain_evaluation")
-    study = Study(args, "cross_domain_evaluation", "Cross-domain evaluation: the train x test domain matrix",
+    args, training, model = parse_recipe_args("cross_domain_evaluation", argv)
+    study = Study(args, training, model, "cross_domain_evaluation", "Cross-domain evaluation: the train x test domain matrix",
                   "How well does a model trained on one domain do on the other, and is the loss symmetric?")
     tasks = study.task_names()
     train_domains = [*study.data.domains(), BOTH]

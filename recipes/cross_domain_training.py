@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dataclasses import dataclass, field
 
 from data_prep.ablations import cross_domain_examples, per_domain_eval_sets, single_task_examples
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import TASK_KINDS, parse_recipe_args
 from mtl_study.runner import RunSpec
 from mtl_study.study import Study
 
@@ -26,10 +26,14 @@ class CrossDomainTrainingArguments:
     primary_task: str = field(default="narratives", metadata={"help": "Task kind whose labels come from --primary_domain only."})
     primary_domain: str = field(default="URW", metadata={"help": "Domain of the primary task's training labels."})
 
+    def __post_init__(self):
+        if self.primary_task not in TASK_KINDS:
+            raise ValueError(f"--primary_task: unknown task kind {self.primary_task!r}; choose among {list(TASK_KINDS)}")
+
 
 def main(argv=None):
-    args, recipe = parse_recipe_args([ExperimentArguments, CrossDomainTrainingArguments], argv, recipe="cross_domain_training")
-    study = Study(args, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
+    args, training, model, recipe = parse_recipe_args("cross_domain_training", argv, extra=[CrossDomainTrainingArguments])
+    study = Study(args, training, model, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
                   f"With {recipe.primary_task} labelled only on {recipe.primary_domain}, does an auxiliary task trained on "
                   "the other domain carry the primary task over there?")
     tasks = study.task_names()

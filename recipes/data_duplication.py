@@ -14,15 +14,15 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from data_prep.ablations import duplication_control, token_count
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import parse_recipe_args
 from mtl_study.report import markdown_table
 from mtl_study.runner import RunSpec
 from mtl_study.study import Study
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="data_duplication")
-    study = Study(args, "data_duplication", "Data-duplication control: stl with mtl's token count vs mtl",
+    args, training, model = parse_recipe_args("data_duplication", argv)
+    study = Study(args, training, model, "data_duplication", "Data-duplication control: stl with mtl's token count vs mtl",
                   "Does multi-task training still win when the single-task models see as many tokens as the multi-task model?")
     tasks = study.task_names()
     specs = study.architecture_specs(tasks, arms=["stl", "mtl"])

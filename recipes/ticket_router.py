@@ -25,7 +25,7 @@ from data_prep.leakage import audit_label_leakage
 from data_prep.splits import split_articles
 from data_prep.synthetic_tickets import SyntheticTicketsConfig, write_tickets
 from data_prep.tables import load_table
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import parse_recipe_args
 from mtl_study.data import SPLIT_SEED, ExperimentData
 from mtl_study.report import markdown_table
 from mtl_study.runner import best_models
@@ -42,9 +42,10 @@ class TicketArguments:
     latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of)."})
 
 
-def load_tickets(args, tickets) -> ExperimentData:
+def load_tickets(output_dir, args, tickets) -> ExperimentData:
+    """The ticket table split into train / validation / test; unknown columns fail here, before any run."""
     synthetic = tickets.data_file is None
-    path = Path(args.output_dir) / "data" / "tickets.csv" if synthetic else Path(tickets.data_file)
+    path = Path(output_dir) / "data" / "tickets.csv" if synthetic else Path(tickets.data_file)
     if synthetic and not path.is_file():
         write_tickets(SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows))
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
@@ -82,9 +83,9 @@ def predictions_and_latency(study, texts, repeats):
 
 
 def main(argv=None):
-    args, tickets = parse_recipe_args([ExperimentArguments, TicketArguments], argv, recipe="ticket_router")
-    data = load_tickets(args, tickets)
-    study = Study(args, "ticket_router", "Ticket router: one multi-task model vs one model per label", 
+    args, training, model, tickets = parse_recipe_args("ticket_router", argv, extra=[TicketArguments])
+    data = load_tickets(training.output_dir, args, tickets)
+    study = Study(args, training, model, "ticket_router", "Ticket router: one multi-task model vs one model per label", 
                   "Is one three-headed router as good as three single-task classifiers, and what does it save?", data=data)
     tasks = list(data.tasks)
     leakage = audit_label_leakage(data.train, tasks=data.extra["audited"], warn=False)

@@ -152,13 +152,13 @@ def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
 def test_a_study_run_function_can_be_shipped(tiny_backbone_dir, tmp_path):
     """The run function is a closure over the Study (datasets, tokenizer): cloudpickle must carry it."""
     ray = pytest.importorskip("ray")
-    from mtl_study.config import ExperimentArguments, parse_recipe_args
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study
 
-    (args,) = parse_recipe_args([ExperimentArguments], [
+    parsed = parse_recipe_args("architecture_comparison", [
         "--model_name_or_path", tiny_backbone_dir, "--output_dir", str(tmp_path), "--seeds", "0", "--max_steps", "1",
         "--synthetic_num_documents", "12", "--max_length", "32"])
-    study = Study(args, "architecture_comparison", "title", "question")
+    study = Study(*parsed, "architecture_comparison", "title", "question")
     clone = ray.cloudpickle.loads(ray.cloudpickle.dumps(study.make_run_function()))
     spec = study.architecture_specs(study.task_names(), arms=["mtl"])[0]
     assert clone.__closure__ is not None and callable(clone)
@@ -170,13 +170,13 @@ def test_a_study_run_function_can_be_shipped(tiny_backbone_dir, tmp_path):
 @pytest.mark.slow
 def test_a_real_study_grid_on_ray_workers(ray_cluster, tiny_backbone_dir, tmp_path):
     """Two real training runs (tiny backbone) as Ray tasks: rows, and the best model moved to best/mtl."""
-    from mtl_study.config import ExperimentArguments, parse_recipe_args
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study
 
-    (args,) = parse_recipe_args([ExperimentArguments], [
+    parsed = parse_recipe_args("architecture_comparison", [
         "--model_name_or_path", tiny_backbone_dir, "--output_dir", str(tmp_path), "--seeds", "0", "1", "--max_steps", "2",
         "--synthetic_num_documents", "24", "--max_length", "64", "--num_frozen_layers", "1", "--save_steps", "1"])
-    study = Study(args, "architecture_comparison", "title", "question")
+    study = Study(*parsed, "architecture_comparison", "title", "question")
     specs = study.architecture_specs(study.task_names(), arms=["mtl"])
     rows = ExperimentRunner(tmp_path, study.make_run_function(), selection_eval_set="validation",
                             launcher_args=RAY).run(specs)

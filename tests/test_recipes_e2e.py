@@ -141,13 +141,13 @@ def test_killed_run_resumes_from_its_checkpoint_with_identical_results(tiny_back
 
 
 def test_evaluation_set_naming_a_task_the_model_lacks_is_a_clear_error(tiny_backbone_dir, tmp_path):
-    from mtl_study.config import parse_recipe_args, ExperimentArguments
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study, check_eval_tasks
 
     with pytest.raises(ValueError, match=r"evaluation set 'test' names task\(s\) \['queue'\] that the model lacks"):
         check_eval_tasks("test", ["category", "queue"], ["category"])
-    (args,) = parse_recipe_args([ExperimentArguments], tiny_args(tiny_backbone_dir, tmp_path, "--arms", "stl", seeds=("0",)))
-    study = Study(args, "t", "t", "q")
+    parsed = parse_recipe_args("t", tiny_args(tiny_backbone_dir, tmp_path, "--arms", "stl", seeds=("0",)))
+    study = Study(*parsed, "t", "t", "q")
     specs = study.architecture_specs(study.task_names(), arms=["stl"])[:1]
     other = next(t for t in study.task_names() if t not in specs[0].tasks)
     with pytest.raises(ValueError, match=f"names task\\(s\\) \\['{other}'\\] that the model lacks"):
@@ -199,3 +199,42 @@ def test_ticket_router_on_the_real_tickets_sample_flags_leakage(tiny_backbone_di
     report = (out / "report.md").read_text()
     assert "Flagged:" in report and "urgency determined by ticket_type" in report
     assert "single value '1' in this table: audited, not trained" in report
+
+
+@pytest.mark.slow
+def test_training_arguments_flags_reach_every_run_and_tensorboard(tiny_backbone_dir, tmp_path):
+    """The done-when command of the parsing work, launched with accelerate: TensorBoard event files with the
+    per-task losses, and each run's training_args.json holding the values given on the command line."""
+    import os
+    import subprocess
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "smoke"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPES / "architecture_comparison.py"),
+               "--seeds", "0", "--max_steps", "2", "--report_to", "tensorboard", "--gradient_accumulation_steps", "2",
+               "--weight_decay", "0.05", "--head_hidden_size", "64", "--output_dir", str(out),
+               "--model_name_or_path", tiny_backbone_dir, "--synthetic_num_documents", "24", "--max_length", "64",
+               "--num_frozen_layers", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(RECIPES), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name for r in runs] == ["mtl__seed0", "mtl_adapters__seed0", "stl__entity_framing_coarse__seed0",
+                                      "stl__narratives_coarse__seed0"]
+    for run in runs:
+        saved = json.loads((run / "training_args.json").read_text())
+        assert saved["gradient_accumulation_steps"] == 2 and saved["weight_decay"] == 0.05 and saved["max_steps"] == 2
+        assert saved["report_to"] == ["tensorboard"] and saved["seed"] == 0
+        summary = json.loads((run / "run_summary.json").read_text())["extra"]
+        assert summary["stopped_by"] == "max_steps" and summary["steps"] == 2 and summary["evaluations"] >= 1
+        tags = set()
+        for events in (run / "tensorboard").glob("events.out.tfevents.*"):
+            accumulator = EventAccumulator(str(events))
+            accumulator.Reload()
+            tags |= set(accumulator.Tags()["scalars"])
+        tasks = json.loads((run / "run_summary.json").read_text())["tasks"]
+        assert {f"train/loss_{task}" for task in tasks} <= tags, tags
+    config = json.loads((out / "best" / "mtl" / "config.json").read_text())
+    assert config["head_hidden_size"] == 64

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import parse_recipe_args
 from mtl_study.results import ResultsStore, atomic_write_text
 from mtl_study.runner import ExperimentRunner, RunOutcome, RunSpec, best_models, last_checkpoint, run_model_dir
 
@@ -179,16 +179,16 @@ def test_duplicated_run_ids_rejected(tmp_path):
 def test_config_yaml_plus_command_line_overrides(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("seeds: [3, 4, 5]\nmax_steps: 7\noutput_dir: from_yaml\n")
-    (args,) = parse_recipe_args([ExperimentArguments], ["--config", str(config), "--max_steps", "9",
-                                                         "--model_name_or_path", "some/model"])
-    assert args.seeds == [3, 4, 5] and args.max_steps == 9 and args.output_dir == "from_yaml"
+    experiment, training, _ = parse_recipe_args("r", ["--config", str(config), "--max_steps", "9",
+                                                     "--model_name_or_path", "some/model"])
+    assert experiment.seeds == [3, 4, 5] and training.max_steps == 9 and training.output_dir == "from_yaml"
     config.write_text("seedz: [1]\n")
     with pytest.raises(ValueError, match=r"c\.yaml: unknown option\(s\) \['seedz'\]"):
-        parse_recipe_args([ExperimentArguments], ["--config", str(config)])
+        parse_recipe_args("r", ["--config", str(config)])
     with pytest.raises(ValueError, match="--arms"):
-        parse_recipe_args([ExperimentArguments], ["--arms", "stl", "bogus", "--model_name_or_path", "x"])
+        parse_recipe_args("r", ["--arms", "stl", "bogus", "--model_name_or_path", "x"])
     with pytest.raises(ValueError, match="hub_model_id"):
-        parse_recipe_args([ExperimentArguments], ["--push_to_hub", "--model_name_or_path", "x"])
+        parse_recipe_args("r", ["--push_to_hub", "--model_name_or_path", "x"])
 
 
 def _checkpoint(folder: Path, step: int, weights: bytes | None = None) -> Path:

@@ -96,7 +96,7 @@ def test_cpu_process_group_when_asked_or_without_accelerator(monkeypatch, tmp_pa
     import torch
 
     from mtl_study import runner
-    from mtl_study.config import ExperimentArguments
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study
 
     seen = {}
@@ -123,7 +123,7 @@ def test_cpu_process_group_when_asked_or_without_accelerator(monkeypatch, tmp_pa
 
     # the trainer's arguments (which re-create accelerate's state) take the same decision
     study = Study.__new__(Study)
-    study.args = ExperimentArguments(model_name_or_path="unused", output_dir=str(tmp_path))
+    study.args, study.training, study.model_args = parse_recipe_args("t", ["--model_name_or_path", "unused"])
     spec = runner.RunSpec("mtl", 0, ["a", "b"])
     assert study.training_arguments(spec, tmp_path / "run").use_cpu == runner.wants_cpu(False)
 
@@ -150,11 +150,11 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
     assert losses and all(loss == loss and abs(loss) != float("inf") for loss in losses)
 
     from modeling import MultiTaskModel, MultiTaskTrainer
-    from mtl_study.config import ExperimentArguments, parse_recipe_args
+    from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study
 
-    (args,) = parse_recipe_args([ExperimentArguments], recipe_args(tiny_backbone_dir, out, "--per_device_train_batch_size", "1"))
-    study = Study(args, "check", "check", "check")
+    parsed = parse_recipe_args("check", recipe_args(tiny_backbone_dir, out, "--per_device_train_batch_size", "1"))
+    study = Study(*parsed, "check", "check", "check")
     tasks = study.task_names()
     train = study.encode(study.data.train, tasks)
     lacking = {task: sum(1 for row in train if _unlabelled(row[f"labels.{task}"])) for task in tasks}
@@ -165,8 +165,11 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
 
     # The evaluation gathered over two processes equals one process evaluating the saved model.
     model = MultiTaskModel.from_pretrained(out / "best" / "mtl")
-    trainer_args = study.training_arguments(study.architecture_specs(tasks)[0], tmp_path / "single")
-    trainer_args.tune_thresholds = False  # the saved model carries the thresholds tuned during the run
+    import dataclasses
+
+    # the saved model carries the thresholds tuned during the run; no training here, so no validation either
+    trainer_args = dataclasses.replace(study.training_arguments(study.architecture_specs(tasks)[0], tmp_path / "single"),
+                                       tune_thresholds=False, eval_strategy="no", load_best_model_at_end=False)
     trainer = MultiTaskTrainer(model=model, args=trainer_args, processing_class=study.tokenizer)
     test = study.encode(study.data.test, tasks, key="single-test")
     metrics = trainer.evaluate({"test": test})
@@ -206,7 +209,7 @@ def test_same_seed_and_settings_give_identical_results(tiny_backbone_dir, tmp_pa
 @pytest.mark.slow
 def test_sigkilled_recipe_resumes_from_its_checkpoint_without_lost_or_duplicated_rows(tiny_backbone_dir, tmp_path):
     out = tmp_path / "killed"
-    argv = [sys.executable, str(RECIPE), *recipe_args(tiny_backbone_dir, out, "--max_steps", "60", "--save_steps", "3",
+    argv = [sys.executable, str(RECIPE), *recipe_args(tiny_backbone_dir, out, "--max_steps", "60", "--save_steps", "3", "--early_stopping_patience", "0",
                                                       "--per_device_train_batch_size", "4")]
     argv[argv.index("--seeds") + 1:argv.index("--seeds") + 2] = ["0", "1"]
     checkpoints = out / "runs" / "mtl__seed0" / "checkpoints"

@@ -143,7 +143,7 @@ def test_recipe_records_the_counts_once_per_run_in_rows_summary_report_and_card(
     out = tmp_path / "run"
     recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--arms", "mtl",
                  "mtl_adapters", "--max_steps", "1", "--synthetic_num_documents", "16", "--max_length", "64",
-                 "--num_frozen_layers", "1", "--save_steps", "1", "--logging_steps", "1", "--per_device_eval_batch_size", "64"])
+                 "--num_frozen_layers", "1", "--lora_r", "2", "--save_steps", "1", "--logging_steps", "1", "--per_device_eval_batch_size", "64"])
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     counts = {}
     for r in rows:

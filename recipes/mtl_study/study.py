@@ -3,63 +3,39 @@ and a console summary. A recipe only says what it varies (its grid, and optional
 evaluation sets of each run) — see ``recipes/*.py``.
 
 One run = one model: build a :class:`~modeling.MultiTaskModel` on the backbone with the run's tasks, train
-it with :class:`~modeling.MultiTaskTrainer` (seeded, resumable checkpoints under the run folder), tune the
-multi-label thresholds on the validation set, evaluate on the run's evaluation sets, and return one results
+it with :class:`~modeling.MultiTaskTrainer` (seeded, resumable checkpoints under the run folder), evaluating the
+validation set during training (early stopping and the best checkpoint on the primary metric, see
+:mod:`.training`), tune the multi-label thresholds on validation, evaluate on the run's evaluation sets (test),
+and return one results
 row per task x evaluation set x metric (each row also carries the run's trainable / total parameter counts).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import datasets
-from transformers import TrainerCallback
 
 from .cards import build_model_card, push_to_hub
-from .config import ExperimentArguments
+from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
 from .data import ExperimentData, load_experiment_data, task_name
-from .report import ReportInputs, markdown_table, shift_statistics_markdown, write_report
-from .results import atomic_write_json, atomic_write_text
+from .report import ReportInputs, markdown_table, write_report
+from .results import atomic_write_text
 from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models, distributed_state, run_model_dir, wants_cpu
 from .stats import compare_arms, negative_transfer
+from .training import VALIDATION, CompactProgress, count_parameters, filter_expected_noise, run_callbacks, selection_metric, training_summary
 
 logger = logging.getLogger(__name__)
 
-#: Metrics copied from the trainer's evaluation into results rows (those a task reports).
-REPORTED_METRICS = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "coarse_macro_f1", "main_role_accuracy")
 SHARING_OF_ARM = {"stl": "stl", "mtl": "hard", "mtl_adapters": "adapters"}
 
 ExamplesFor = Callable[[RunSpec], datasets.Dataset]
 EncodedFor = Callable[[RunSpec], datasets.Dataset]
 EvalSetsFor = Callable[[RunSpec], Mapping[str, datasets.Dataset]]
-
-
-class CompactProgress(TrainerCallback):
-    """Prints one line per training log (step, loss, per-task losses) and nothing for evaluations."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" not in logs or not state.is_world_process_zero:
-            return
-        per_task = ", ".join(f"{k[5:]} {v:.3f}" for k, v in logs.items() if k.startswith("loss_"))
-        print(f"[runner]     step {state.global_step}/{state.max_steps}: loss {logs['loss']:.3f}"
-              f"{' (' + per_task + ')' if per_task else ''}", flush=True)
-
-
-def count_parameters(model) -> dict[str, int]:
-    """``{"trainable_parameters", "total_parameters"}`` of a model as built for training (tied tensors counted once).
-
-    Trainable means ``requires_grad``: the embeddings and the ``num_frozen_layers`` lowest layers are frozen, and
-    under adapters every base weight is (adapters inside frozen layers too), so arms differ in what they train.
-    """
-    parameters = list(model.parameters())
-    return {"trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
-            "total_parameters": sum(p.numel() for p in parameters)}
 
 
 def check_eval_tasks(eval_set: str, requested: Sequence[str], model_tasks: Sequence[str]) -> None:
@@ -70,42 +46,63 @@ def check_eval_tasks(eval_set: str, requested: Sequence[str], model_tasks: Seque
                          f"the model's tasks are {list(model_tasks)}")
 
 
+def metrics_of_task(task: Mapping) -> list[str]:
+    """The :data:`REPORTED_METRICS` a task reports (coarse / main-role metrics need a label hierarchy)."""
+    hierarchical = ("coarse_macro_f1", "main_role_accuracy")
+    return [m for m in REPORTED_METRICS if task.get("parents") or m not in hierarchical]
+
+
+def setup_logging(log_level: int) -> None:
+    """Our loggers and transformers' at ``--log_level`` (the trainer's process log level); no global silencing.
+
+    Only the progress bars of weight loading and ``datasets.map`` are turned off: the runner prints one line
+    per run and per logging step instead.
+    """
+    import transformers
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    for name in ("mtl_study", "modeling", "data_prep"):
+        logging.getLogger(name).setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    filter_expected_noise()
+
+
 class Study:
     """Shared machinery of a recipe.
 
     Args:
-        args: the parsed :class:`ExperimentArguments`.
+        experiment / training / model: the parsed arguments (see :func:`mtl_study.config.parse_recipe_args`);
+            ``training.output_dir`` is the experiment folder, every run derives its own training arguments.
         recipe: the recipe's name (``architecture_comparison``...), for the report and the cards.
         title / question: the report's heading and the question the recipe answers.
-        data: pre-loaded data (default: :func:`load_experiment_data` from ``args``).
+        data: pre-loaded data (default: :func:`load_experiment_data` from ``experiment``).
     """
 
-    def __init__(self, args: ExperimentArguments, recipe: str, title: str, question: str,
-                 data: ExperimentData | None = None):
+    def __init__(self, experiment: ExperimentArguments, training: StudyTrainingArguments, model: ModelArguments,
+                 recipe: str, title: str, question: str, data: ExperimentData | None = None):
         from transformers import AutoTokenizer
 
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-        datasets.disable_progress_bars()
-        import transformers
-
-        transformers.logging.set_verbosity_error()  # e.g. the backbone's unused pooler weights: expected, not news
-        transformers.logging.disable_progress_bar()  # weight loading / shard writing bars, 4 per run  # one line per run from the runner instead of a bar per map()
-        self.args, self.recipe, self.title, self.question = args, recipe, title, question
+        setup_logging(training.get_process_log_level())
+        self.args, self.training, self.model_args = experiment, training, model
+        self.recipe, self.title, self.question = recipe, title, question
         # First fixes the process group (CPU/gloo when asked or without accelerator), before anything else does.
-        state = distributed_state(args.use_cpu)
-        self.output_dir = Path(args.output_dir)
+        state = distributed_state(training.use_cpu)
+        self.output_dir = Path(training.output_dir)
         self.started = time.time()
         print(f"[{recipe}] output folder: {self.output_dir.resolve()}", flush=True)
         # The main process generates the synthetic corpus; the others then read it (no concurrent writes).
         with state.main_process_first():
             self.data = data or load_experiment_data(
-                args.data_dir, args.output_dir, language=args.language, eval_fraction=args.eval_fraction,
-                synthetic_options={"num_documents": args.synthetic_num_documents, "min_words": args.synthetic_min_words,
-                                   "max_words": args.synthetic_max_words},
+                experiment.data_dir, self.output_dir, language=experiment.language, eval_fraction=experiment.eval_fraction,
+                synthetic_options={"num_documents": experiment.synthetic_num_documents,
+                                   "min_words": experiment.synthetic_min_words, "max_words": experiment.synthetic_max_words},
             )
         print(f"[{recipe}] data: {self.data.source}; {len(self.data.train)} train / {len(self.data.validation)} "
               f"validation / {len(self.data.test)} test documents", flush=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(model.model_name_or_path)
         self._encoded: dict = {}
         self.runner: ExperimentRunner | None = None
 
@@ -143,29 +140,45 @@ class Study:
         cache_key = (key or examples._fingerprint, tuple(tasks))
         if cache_key not in self._encoded:
             self._encoded[cache_key] = encode_for_model(examples, self.tokenizer, self.data.specs(tasks),
-                                                        max_length=self.args.max_length, stride=self.args.stride)
+                                                        max_length=self.model_args.max_length, stride=self.model_args.stride)
         return self._encoded[cache_key]
 
     def default_eval_sets(self, spec: RunSpec) -> dict[str, datasets.Dataset]:
         return {"test": self.data.test}
 
     # ------------------------------------------------------------------ one run
-    def training_arguments(self, spec: RunSpec, run_dir: Path):
-        from modeling import MultiTaskTrainingArguments
+    def training_arguments(self, spec: RunSpec, run_dir: Path) -> StudyTrainingArguments:
+        """The parsed training arguments with this run's own values (nothing else is set here).
 
-        a = self.args
+        Seeded by the run; checkpoints under the run folder; selection on the primary metric on validation; a
+        single-task run combines no losses (static weighting, plain sampling); the runs never push to the Hub
+        (the best model of each arm is pushed with its card at the end).
+        """
         multi = len(spec.tasks) > 1
-        return MultiTaskTrainingArguments(
-            output_dir=str(run_dir / "checkpoints"), seed=spec.seed, data_seed=spec.seed,
-            num_train_epochs=a.num_train_epochs, max_steps=a.max_steps, learning_rate=a.learning_rate,
-            warmup_steps=0.1, weight_decay=0.01,
-            per_device_train_batch_size=a.per_device_train_batch_size, per_device_eval_batch_size=a.per_device_eval_batch_size,
-            eval_strategy="no", save_strategy="steps", save_steps=a.save_steps, save_total_limit=1,
-            logging_strategy="steps", logging_steps=a.logging_steps, report_to=[], disable_tqdm=not a.progress_bars,
-            loss_weighting=a.loss_weighting if multi else "static", task_sampling=a.task_sampling if multi else "none",
-            group_by_length=True, dataloader_num_workers=0, dataloader_pin_memory=False,
-            use_cpu=wants_cpu(a.use_cpu),  # else a CPU-only multi-process launch trains in N separate processes
+        t = self.training
+        return dataclasses.replace(
+            t, output_dir=str(run_dir / "checkpoints"), run_name=spec.run_id, seed=spec.seed, data_seed=spec.seed,
+            metric_for_best_model=selection_metric(self.args.primary_metric), greater_is_better=True,
+            loss_weighting=t.loss_weighting if multi else "static", task_sampling=t.task_sampling if multi else "none",
+            push_to_hub=False, hub_model_id=None,
+            use_cpu=wants_cpu(t.use_cpu),  # else a CPU-only multi-process launch trains in N separate processes
         )
+
+    def check_runs(self, specs: Sequence[RunSpec]) -> None:
+        """Configuration errors that concern the runs, raised before the first one starts."""
+        weighting = self.training.loss_weighting
+        if weighting in SHARED_PARAMETER_WEIGHTINGS:
+            arms = sorted({s.arm for s in specs if s.sharing == "adapters"})
+            if arms:
+                raise ValueError(f"--loss_weighting {weighting} cannot apply to arm(s) {arms}: it acts on the trainable "
+                                 "shared parameters, and per-task adapters share none (the backbone is frozen); "
+                                 "use static, uncertainty or dwa, or drop those arms with --arms")
+        metric = self.args.primary_metric
+        for name in dict.fromkeys(t for s in specs for t in s.tasks):
+            valid = metrics_of_task(self.data.specs([name])[0])
+            if metric not in valid:
+                raise ValueError(f"--primary_metric {metric}: task {name!r} does not report it; "
+                                 f"metrics every task reports: {valid}")
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
                           eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None):
@@ -176,65 +189,92 @@ class Study:
         ``eval_tasks_for(spec, set_name)`` restricts the tasks scored on a set (default: all of the run's).
         """
         from transformers import set_seed
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from transformers.integrations import TensorBoardCallback
+        from transformers.trainer_callback import PrinterCallback
 
         from modeling import MultiTaskModel, MultiTaskTrainer
 
         examples_for = examples_for or self.default_examples
         eval_sets_for = eval_sets_for or self.default_eval_sets
+        metric = self.args.primary_metric
 
         def run(spec: RunSpec, run_dir: Path, resume: str | None) -> RunOutcome:
-            a = self.args
             train = encoded_train_for(spec) if encoded_train_for else self.encode(examples_for(spec), spec.tasks)
-            validation = self.encode(self.data.validation, spec.tasks, key="validation")
+            validation = self.encode(self.data.validation, spec.tasks, key=VALIDATION)
             eval_sets = dict(eval_sets_for(spec))
             scored = {name: list(eval_tasks_for(spec, name)) if eval_tasks_for else list(spec.tasks) for name in eval_sets}
             for name, tasks in scored.items():
                 check_eval_tasks(name, tasks, spec.tasks)
             encoded_eval = {name: self.encode(ds, spec.tasks, key=f"eval::{name}::{ds._fingerprint}") for name, ds in eval_sets.items()}
 
+            args = self.training_arguments(spec, run_dir)
+            if self._is_main():  # what this run was trained with, readable (the checkpoints' copy is deleted)
+                atomic_write_text(run_dir / "training_args.json", args.to_json_string())
             set_seed(spec.seed)  # the heads are initialised here: the seed must cover them, not only the trainer
-            model = MultiTaskModel.from_backbone(
-                a.model_name_or_path, self.data.specs(spec.tasks),
-                sharing="adapters" if spec.sharing == "adapters" else "hard",
-                num_frozen_layers=a.num_frozen_layers, max_length=a.max_length, stride=a.stride,
-            )
-            trainer = MultiTaskTrainer(model=model, args=self.training_arguments(spec, run_dir), train_dataset=train,
-                                       eval_dataset={"validation": validation}, processing_class=self.tokenizer)
-            if not a.progress_bars:  # one compact line per logging step instead of every metric dict
+            model = MultiTaskModel.from_backbone(self.model_args.model_name_or_path, self.data.specs(spec.tasks),
+                                                 sharing="adapters" if spec.sharing == "adapters" else "hard",
+                                                 **self.model_args.model_options(spec.sharing))
+            if self.args.cache_frozen_layers:
+                train, validation, encoded_eval = self._with_frozen_prefix(model, train, validation, encoded_eval)
+            evaluates = args.eval_strategy != "no"
+            trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train, eval_dataset={VALIDATION: validation},
+                                       processing_class=self.tokenizer,
+                                       callbacks=run_callbacks(metric, spec.tasks, self.args.early_stopping_patience,
+                                                               self.args.early_stopping_threshold, evaluates))
+            for callback in trainer.callback_handler.callbacks:
+                if isinstance(callback, TensorBoardCallback):  # out of checkpoints/, which is deleted after the run
+                    callback.logging_dir = str(run_dir / "tensorboard")
+            if args.disable_tqdm:  # one compact line per logging step instead of every metric dict
                 trainer.remove_callback(PrinterCallback)
-                trainer.remove_callback(ProgressCallback)
-                trainer.add_callback(CompactProgress())
+                trainer.add_callback(CompactProgress(metric))
             parameters = count_parameters(model)  # once per run; carried by every row as metadata, not as a metric
             trainer.train(resume_from_checkpoint=resume)
+            summary = training_summary(trainer, metric, spec.tasks)  # before the evaluations below add to the log
             trainer.tune_thresholds(validation)  # decision thresholds come from validation, never from test
-            metrics = trainer.evaluate({"validation": validation, **encoded_eval})
+            metrics = trainer.evaluate({VALIDATION: validation, **encoded_eval})
             rows = []
-            for set_name in ["validation", *encoded_eval]:
+            for set_name in [VALIDATION, *encoded_eval]:
                 for task in (scored.get(set_name) or spec.tasks):
-                    for metric in REPORTED_METRICS:
-                        key = f"eval_{set_name}_{task}_{metric}"
+                    for name in REPORTED_METRICS:
+                        key = f"eval_{set_name}_{task}_{name}"
                         if key in metrics:
-                            rows.append({"task": task, "eval_set": set_name, "metric": metric, "value": float(metrics[key]),
+                            rows.append({"task": task, "eval_set": set_name, "metric": name, "value": float(metrics[key]),
                                          "train_examples": len(train), "train_steps": trainer.state.global_step,
                                          **parameters})
 
             model_dir = None
-            if a.save_best_model:  # the driver moves it to best/<arm> if this run is its arm's best
+            if self.args.save_best_model:  # the driver moves it to best/<arm> if this run is its arm's best
                 model_dir = run_model_dir(run_dir)
                 trainer.save_model(str(model_dir))
                 if trainer.is_world_process_zero():
                     self.tokenizer.save_pretrained(str(model_dir))
             return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), model_dir=model_dir,
-                              extra={"train_rows": len(train), "steps": trainer.state.global_step, **parameters})
+                              extra={"train_rows": len(train), **summary, **parameters})
 
         return run
 
+    def _with_frozen_prefix(self, model, train, validation, encoded_eval):
+        """The sets with the frozen layers' output attached (computed once per window, kept in <output_dir>/cache
+        and re-used by every epoch, seed and arm that shares backbone, frozen layers and tokenization), when the
+        model's frozen prefix holds no trainable parameter; the sets unchanged otherwise."""
+        from modeling.frozen_cache import attach_frozen_prefix, frozen_prefix_reason
+
+        reason = frozen_prefix_reason(model)
+        if reason is not None:
+            logger.info("frozen-prefix cache not used: %s", reason)
+            return train, validation, encoded_eval
+        cache_dir = self.output_dir / "cache"
+        with distributed_state(self.training.use_cpu).main_process_first():  # one process writes, the others read
+            attach = lambda dataset: attach_frozen_prefix(model, dataset, cache_dir,
+                                                          batch_size=self.training.per_device_eval_batch_size)
+            return attach(train), attach(validation), {name: attach(ds) for name, ds in encoded_eval.items()}
+
     def run(self, specs: Sequence[RunSpec], **run_function_options) -> list[dict]:
         """Train every unfinished run of ``specs`` and return all their results rows."""
+        self.check_runs(specs)
         self.runner = ExperimentRunner(self.output_dir, self.make_run_function(**run_function_options),
-                                       primary_metric=self.args.primary_metric, selection_eval_set="validation",
-                                       save_best=self.args.save_best_model)
+                                       primary_metric=self.args.primary_metric, selection_eval_set=VALIDATION,
+                                       save_best=self.args.save_best_model, launcher_args=self.args)
         self.specs = list(specs)
         return self.runner.run(self.specs)
 
@@ -245,17 +285,17 @@ class Study:
 
         from data_prep.shift import domain_shift, shift_between
 
-        backbone = AutoModel.from_pretrained(self.args.model_name_or_path)
+        backbone = AutoModel.from_pretrained(self.model_args.model_name_or_path)
         backbone.eval()
         reports = []
         try:
             if self.data.domain_column not in self.data.train.column_names:
                 raise ValueError(f"no {self.data.domain_column!r} column")
-            reports.append(domain_shift(self.data.train, self.tokenizer, tasks, model=backbone, max_length=self.args.max_length))
+            reports.append(domain_shift(self.data.train, self.tokenizer, tasks, model=backbone, max_length=self.model_args.max_length))
         except ValueError as error:  # fewer or more than two domains
             logger.info("no domain shift: %s", error)
         reports.append(shift_between(self.data.train, self.data.test, self.tokenizer, tasks, model=backbone,
-                                     max_length=self.args.max_length, names=("train", "test")))
+                                     max_length=self.model_args.max_length, names=("train", "test")))
         header = ["Statistic", *[f"{r.name_a} vs {r.name_b}" for r in reports]]
         body = [["documents", *[f"{r.documents_a} vs {r.documents_b}" for r in reports]],
                 ["token JSD (base 2)", *[f"{r.token_jsd:.4f}" for r in reports]],
@@ -265,7 +305,7 @@ class Study:
             body.append([f"{task}: label-set overlap (Jaccard)", *[f"{t.label_set_overlap:.3f}" if t else "n/a" for t in per]])
             body.append([f"{task}: label-prior JSD", *[f"{t.label_prior_jsd:.3f}" if t else "n/a" for t in per]])
         note = ("Token JSD over word pieces of the backbone tokenizer; cosine distance between mean L2-normalised "
-                f"mean-pooled backbone embeddings (first {self.args.max_length} tokens); see `data_prep.shift`.")
+                f"mean-pooled backbone embeddings (first {self.model_args.max_length} tokens); see `data_prep.shift`.")
         return markdown_table(header, body) + "\n\n" + note
 
     # ------------------------------------------------------------------ report, cards, summary
@@ -287,11 +327,14 @@ class Study:
         cards = self.write_cards(rows, data_mixture=data_mixture, shift=shift, eval_set=eval_set)
         for folder in cards:
             outputs[f"best model `{folder.relative_to(self.output_dir / 'best')}`"] = str(folder)
-        setup = {"recipe": self.recipe, "data": self.data.source, "backbone": a.model_name_or_path,
-                 "seeds": a.seeds, "max_length / stride": f"{a.max_length} / {a.stride}",
-                 "frozen layers": a.num_frozen_layers, "epochs / max_steps": f"{a.num_train_epochs} / {a.max_steps}",
-                 "learning rate": a.learning_rate, "batch size": a.per_device_train_batch_size,
-                 "loss weighting / task sampling": f"{a.loss_weighting} / {a.task_sampling}",
+        m, t = self.model_args, self.training
+        setup = {"recipe": self.recipe, "data": self.data.source, "backbone": m.model_name_or_path,
+                 "seeds": a.seeds, "max_length / stride": f"{m.max_length} / {m.stride}",
+                 "frozen layers": m.num_frozen_layers, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
+                 "learning rate": t.learning_rate, "batch size": t.per_device_train_batch_size,
+                 "loss weighting / task sampling": f"{t.loss_weighting} / {t.task_sampling}",
+                 "model selection": f"{selection_metric(a.primary_metric)} on validation every {t.eval_steps} steps, "
+                                    f"early stopping patience {a.early_stopping_patience}",
                  "decision thresholds": "tuned on validation", **self.data.describe()}
         report = write_report(self.output_dir, report_rows, ReportInputs(
             title=self.title, question=self.question, primary_metric=a.primary_metric, arm_order=list(arm_order) if arm_order else None,
@@ -313,26 +356,28 @@ class Study:
                 comparisons = compare_arms(rows, arm, "stl", a.primary_metric, alpha=a.alpha)
             key = str(folder.relative_to(self.output_dir / "best"))
             revision = key.replace("/", "-")
-            load_path = a.hub_model_id if a.push_to_hub else str(folder.resolve())
+            t, m = self.training, self.model_args
+            load_path = t.hub_model_id if t.push_to_hub else str(folder.resolve())
             from modeling import MultiTaskConfig
 
             config = MultiTaskConfig.from_pretrained(folder)
             card = build_model_card(
                 arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=run_rows, all_rows=rows, comparisons=comparisons,
-                base_model=_hub_id_of(a.model_name_or_path), model_name=f"{self.recipe}-{revision}", recipe=self.recipe,
+                base_model=_hub_id_of(m.model_name_or_path), model_name=f"{self.recipe}-{revision}", recipe=self.recipe,
                 sharing=config.sharing if arm != "stl" else "stl",
                 model_options={"num_frozen_layers": config.num_frozen_layers, "max_length": config.max_length,
                                "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling},
-                training={"loss_weighting": a.loss_weighting, "task_sampling": a.task_sampling, "learning_rate": a.learning_rate,
-                          "epochs": a.num_train_epochs, "batch_size": a.per_device_train_batch_size},
+                training={"loss_weighting": t.loss_weighting, "task_sampling": t.task_sampling, "learning_rate": t.learning_rate,
+                          "epochs (cap)": t.num_train_epochs, "batch_size": t.per_device_train_batch_size,
+                          "early_stopping_patience": a.early_stopping_patience},
                 dataset_id=self.data.dataset_id, dataset_name=self.data.source.split(" (")[0],
                 data_mixture=data_mixture or self.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
                 load_path=load_path,
             )
             atomic_write_text(folder / "README.md", str(card))
             written.append(folder)
-            if a.push_to_hub:
-                push_to_hub(folder, a.hub_model_id, revision=revision, private=a.hub_private,
+            if t.push_to_hub:
+                push_to_hub(folder, t.hub_model_id, revision=revision, private=t.hub_private_repo is not False,
                             commit_message=f"{self.recipe}: best {key} (seed {info['seed']})")
         return written
 
@@ -350,7 +395,7 @@ class Study:
               f"  models:  {self.output_dir / 'best'}", flush=True)
 
     def _is_main(self) -> bool:
-        return distributed_state(self.args.use_cpu).is_main_process
+        return distributed_state(self.training.use_cpu).is_main_process
 
 
 def _hub_id_of(model_name_or_path: str) -> str:

@@ -1,0 +1,149 @@
+"""What one run adds to ``MultiTaskTrainer``: the primary metric on validation as the model-selection metric,
+early stopping, a compact console line per logging step, and the run's training summary (how it stopped,
+its best and last validation scores) that the runner writes into ``runs/<run_id>/run_summary.json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+#: The evaluation set the trainer evaluates during training (early stopping, best checkpoint, thresholds).
+VALIDATION = "validation"
+
+
+def selection_metric(primary_metric: str) -> str:
+    """The ``metric_for_best_model`` of a run: the primary metric averaged over the run's tasks, on validation."""
+    return f"mean_{primary_metric}"
+
+
+class MeanPrimaryMetric(TrainerCallback):
+    """Adds ``eval_mean_<metric>`` (mean over the tasks of ``eval_validation_<task>_<metric>``) to every
+    evaluation, so that early stopping and the best checkpoint use the study's primary metric whatever it is
+    (the trainer itself only averages macro-F1). Must come before :class:`EarlyStoppingCallback`: both read the
+    same metrics dict, which the trainer then uses to pick the best checkpoint."""
+
+    def __init__(self, metric: str, tasks: Sequence[str]):
+        self.metric, self.tasks = metric, list(tasks)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics is None:
+            return
+        values = [metrics[k] for k in (f"eval_{VALIDATION}_{t}_{self.metric}" for t in self.tasks) if k in metrics]
+        if values:
+            metrics[f"eval_{selection_metric(self.metric)}"] = float(sum(values) / len(values))
+
+
+class CompactProgress(TrainerCallback):
+    """Prints one line per training log (step, loss, per-task losses) and one per validation evaluation."""
+
+    def __init__(self, metric: str):
+        self.key = f"eval_{selection_metric(metric)}"
+        self.training = False  # evaluations after training (thresholds, test) are reported by the runner
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs or not state.is_world_process_zero:
+            return
+        per_task = ", ".join(f"{k[5:]} {v:.3f}" for k, v in logs.items() if k.startswith("loss_"))
+        print(f"[runner]     step {state.global_step}/{state.max_steps}: loss {logs['loss']:.3f}"
+              f"{' (' + per_task + ')' if per_task else ''}", flush=True)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.training and state.is_world_process_zero and metrics and self.key in metrics:
+            print(f"[runner]     step {state.global_step}: validation {self.key[5:]} {metrics[self.key]:.3f}", flush=True)
+
+
+class ExpectedNoise(logging.Filter):
+    """Drops the two warnings every run triggers by design, and only those: the backbone's pooler weights left
+    unused (the multi-task model keeps the encoder without its pooler) and the pad token id the model config
+    takes from the tokenizer. Any other load report or token change still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" in message:
+            rows = [line for line in message.splitlines()[1:] if "|" in line and not line.startswith("Key")
+                    and not set(line) <= set("-+| ")]
+            return not rows or not all(row.lstrip().startswith("pooler.") for row in rows)
+        if message.startswith("The tokenizer has new PAD/BOS/EOS tokens"):
+            return not message.rstrip(".").endswith("Updated tokens: {'pad_token_id': 0}")
+        return True
+
+
+def filter_expected_noise() -> None:
+    for name in ("transformers.modeling_utils", "transformers.trainer_utils"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ExpectedNoise) for f in logger.filters):
+            logger.addFilter(ExpectedNoise())
+
+
+def run_callbacks(primary_metric: str, tasks: Sequence[str], patience: int, threshold: float, evaluates: bool) -> list:
+    """The callbacks of one run, in the order they must run (the metric first, then early stopping)."""
+    callbacks: list[TrainerCallback] = [MeanPrimaryMetric(primary_metric, tasks)]
+    if evaluates and patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold))
+    return callbacks
+
+
+def validation_curve(log_history: Sequence[dict], primary_metric: str, tasks: Sequence[str]) -> list[tuple[int, float]]:
+    """``(step, mean primary metric on validation)`` of every evaluation logged during training.
+
+    Read from the log history (restored on resume) rather than recorded by a callback, so a resumed run still
+    counts the evaluations done before its interruption.
+    """
+    curve = []
+    for entry in log_history:
+        keys = [f"eval_{VALIDATION}_{t}_{primary_metric}" for t in tasks]
+        if all(k in entry for k in keys):
+            curve.append((int(entry["step"]), float(sum(entry[k] for k in keys) / len(keys))))
+    return curve
+
+
+def training_summary(trainer, primary_metric: str, tasks: Sequence[str]) -> dict:
+    """How a finished run trained, for ``run_summary.json`` (call it before any evaluation after training).
+
+    Keys: ``stopped_by`` (early_stopping | max_steps | epochs), ``steps``, ``best_step``, ``primary_metric``,
+    ``best_validation`` / ``final_validation`` (mean primary metric on validation at the best and at the last
+    evaluation; None without evaluation), ``evaluations`` and ``still_improving`` (not stopped early and the
+    best value came at the last evaluation: more steps would probably have helped).
+    """
+    state, args = trainer.state, trainer.args
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    if stopper is not None and stopper.early_stopping_patience_counter >= stopper.early_stopping_patience:
+        stopped_by = "early_stopping"
+    else:
+        stopped_by = "max_steps" if args.max_steps > 0 else "epochs"
+    curve = validation_curve(state.log_history, primary_metric, tasks)
+    best_step, best = None, None
+    for step, value in curve:  # the first evaluation reaching the maximum, as the trainer picks its best checkpoint
+        if best is None or value > best:
+            best_step, best = step, value
+    return {
+        "stopped_by": stopped_by,
+        "steps": int(state.global_step),
+        "best_step": best_step,
+        "primary_metric": primary_metric,
+        "best_validation": best,
+        "final_validation": curve[-1][1] if curve else None,
+        "evaluations": len(curve),
+        "still_improving": (stopped_by != "early_stopping" and best_step == curve[-1][0]) if curve else None,
+    }
+
+
+def count_parameters(model) -> dict[str, int]:
+    """``{"trainable_parameters", "total_parameters"}`` of a model as built for training (tied tensors counted once).
+
+    Trainable means ``requires_grad``: the embeddings and the ``num_frozen_layers`` lowest layers are frozen, and
+    under adapters every base weight is, so arms differ in what they train.
+    """
+    parameters = list(model.parameters())
+    return {"trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in parameters)}
+
