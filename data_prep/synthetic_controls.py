@@ -14,8 +14,8 @@ cue word fixes its class. Two document-level tasks are labelled on it:
     labels: a multi-task model must beat the single-task model on the primary task.
   - ``negative`` control: a label that carries no information about ``z``, so a multi-task model should not
     differ significantly from the single-task one. By default (``negative_auxiliary="decoy"``) it is the class
-    of a second planted *decoy* word, drawn independently of the cue (every text of both controls carries one,
-    so the two corpora differ only in their auxiliary labels). ``"random"`` draws the label at random,
+    of a second planted *decoy* word (one decoy word per class), drawn independently of the cue (every text of
+    both controls carries one, so the two corpora differ only in their auxiliary labels). ``"random"`` draws the label at random,
     independent of the text; a shared encoder then memorises noise, and on the default settings that HURTS
     the primary task significantly: it tests negative transfer from label noise, not the absence of transfer.
 
@@ -62,9 +62,8 @@ class ControlsConfig:
             raise ValueError(f"primary_label_rate must be in (0, 1], got {self.primary_label_rate}")
         if self.num_classes < 2 or self.cues_per_class < 1:
             raise ValueError("num_classes must be >= 2 and cues_per_class >= 1")
-        if self.num_classes * self.cues_per_class > min(len(CUE_WORDS), len(DECOY_WORDS)):
-            raise ValueError(f"num_classes * cues_per_class must be <= {min(len(CUE_WORDS), len(DECOY_WORDS))} "
-                             f"(the cue and decoy words available)")
+        if self.num_classes * self.cues_per_class > len(CUE_WORDS):
+            raise ValueError(f"num_classes * cues_per_class must be <= {len(CUE_WORDS)} (the cue words available)")
         if not 0 < self.min_words <= self.max_words:
             raise ValueError(f"need 0 < min_words <= max_words, got {self.min_words}, {self.max_words}")
         if min(self.train_documents, self.validation_documents, self.test_documents) < 1:
@@ -107,14 +106,16 @@ def _document(rng: random.Random, config: ControlsConfig, control: str, labelled
     while len(words) < target:  # the shared filler only (lexical_shift=0): no domain words, no cue words
         words += _filler_sentence(rng, "URW", 0.0).rstrip(".").lower().split()
     words = words[:target]
-    decoy_index = rng.randrange(len(cues))  # independent of the cue: the decoy says nothing about the latent
-    words.insert(rng.randint(0, len(words)), DECOY_WORDS[decoy_index])
+    # One decoy word per class, independent of the cue: the decoy says nothing about the latent. A single word per
+    # class makes the decoy task quick to learn, so its gradient fades instead of competing with the primary task.
+    decoy_class = rng.randrange(config.num_classes)
+    words.insert(rng.randint(0, len(words)), DECOY_WORDS[decoy_class])
     words.insert(rng.randint(0, len(words)), cues[cue_index])
     latent = cue_index // config.cues_per_class
     if control == "positive":
         auxiliary = latent
     elif config.negative_auxiliary == "decoy":
-        auxiliary = decoy_index // config.cues_per_class
+        auxiliary = decoy_class
     else:
         auxiliary = rng.randrange(config.num_classes)
     primary, aux = control_tasks(control, config)

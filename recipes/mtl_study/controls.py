@@ -18,7 +18,7 @@ from data_prep.synthetic_controls import CONTROLS, ControlsConfig, auxiliary_tas
 from .data import ExperimentData
 from .report import markdown_table
 from .runner import RunSpec
-from .stats import adjust_comparisons, compare_arms, format_p, significance_requirement
+from .stats import adjust_comparisons, compare_arms, format_p, min_adjusted_p_value, significance_requirement
 
 SINGLE_TASK, MULTI_TASK = "stl", "mtl"
 
@@ -79,7 +79,8 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
     """Did each control behave? mtl vs stl on its primary task, paired by seed, adjusted over the controls.
 
     Returns one dict per control: ``control, task, mean_difference, n_pairs, p_value, adjusted_p_value, expected,
-    behaved`` (positive: mtl better with adjusted p < alpha; negative: adjusted p >= alpha).
+    behaved`` (positive: mtl better with adjusted p < alpha; negative: adjusted p >= alpha; None when too few
+    seeds make adjusted p < alpha unreachable, so neither verdict means anything).
     """
     comparisons = []
     for control in CONTROLS:
@@ -96,6 +97,8 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
         else:
             expected = f"no significant difference (adjusted p ≥ {alpha})"
             behaved = not c.significant
+        if min_adjusted_p_value(c.n_pairs, len(comparisons), p_adjust) >= alpha:
+            behaved = None  # no seed count this small can reach significance: neither verdict means anything
         verdicts.append({"control": control, "task": c.task, "mean_difference": c.mean_difference, "n_pairs": c.n_pairs,
                          "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "expected": expected,
                          "behaved": behaved, "comparison": c})
@@ -108,12 +111,14 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
     verdicts = control_verdicts(rows, metric, eval_set, alpha, p_adjust)
     if not verdicts:
         return "No control has both an stl and an mtl run: nothing to check."
+    shown = {True: "yes", False: "**NO**", None: "untestable (too few seeds)"}
     body = [[v["control"], v["task"], f"{v['mean_difference']:+.3f}", v["n_pairs"], format_p(v["p_value"]),
-             format_p(v["adjusted_p_value"]), v["expected"], "yes" if v["behaved"] else "**NO**"] for v in verdicts]
+             format_p(v["adjusted_p_value"]), v["expected"], shown[v["behaved"]]] for v in verdicts]
     table = markdown_table(["Control", "Primary task", f"Δ mtl − stl ({metric}, {eval_set})", "Pairs", "p (Wilcoxon)",
                             f"adjusted p ({p_adjust})", "Expected", "Behaved"], body)
-    failed = [v["control"] for v in verdicts if not v["behaved"]]
-    verdict = ("**Both controls behaved: the pipeline detects a planted transfer and reports none where there is none.**"
+    failed = [v["control"] for v in verdicts if v["behaved"] is False]
+    verdict = ("**Too few seeds to check the controls.**" if any(v["behaved"] is None for v in verdicts) and not failed else
+               "**Both controls behaved: the pipeline detects a planted transfer and reports none where there is none.**"
                if not failed else
                f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
                f"until that is explained** (too few seeds or steps, a bug, or a too weak planted relation).")
