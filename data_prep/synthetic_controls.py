@@ -12,8 +12,8 @@ cue word fixes its class. Two document-level tasks are labelled on it:
   - ``positive`` control: the same latent ``z`` under other label names. Learning it teaches the shared encoder
     to map every cue word to its class, which is what the primary head needs and cannot learn from its few
     labels: a multi-task model must beat the single-task model on the primary task.
-  - ``negative`` control: a label that carries no information about ``z``, so a multi-task model should not
-    differ significantly from the single-task one. By default (``negative_auxiliary="decoy"``) it is the class
+  - ``negative`` control: a label that carries no information about ``z``, so a multi-task model must not be
+    significantly BETTER than the single-task one (it may be worse: the unrelated task competes for the encoder). By default (``negative_auxiliary="decoy"``) it is the class
     of a second planted *decoy* word (one decoy word per class), drawn independently of the cue (every text of
     both controls carries one, so the two corpora differ only in their auxiliary labels). ``"random"`` draws the label at random,
     independent of the text; a shared encoder then memorises noise, and on the default settings that HURTS

@@ -76,7 +76,10 @@ def test_verdicts():
     assert good["positive"]["behaved"] and good["positive"]["adjusted_p_value"] == pytest.approx(2 * 2 / 2**8)
     assert good["negative"]["behaved"] and good["negative"]["adjusted_p_value"] >= 0.05
     assert "Both controls behaved" in control_section(fake_rows(0.3, 0.0))
-    bad = {v["control"]: v for v in control_verdicts(fake_rows(0.0, 0.3))}
+    harmed = {v["control"]: v for v in control_verdicts(fake_rows(0.3, -0.3))}
+    assert harmed["negative"]["behaved"] and harmed["negative"]["harm"] and not harmed["positive"]["harm"]
+    assert "significantly WORSE" in control_section(fake_rows(0.3, -0.3))
+    bad = {v["control"]: v for v in control_verdicts(fake_rows(0.0, 0.3))}  # a "gain" where none can exist
     assert bad["positive"]["behaved"] is False and bad["negative"]["behaved"] is False
     assert "did NOT behave" in control_section(fake_rows(0.0, 0.3))
     few = control_verdicts(fake_rows(0.3, 0.0, seeds=range(6)))  # 2 tests under Holm need 7 seeds

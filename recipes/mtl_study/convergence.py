@@ -8,9 +8,11 @@ budgets, not architectures; the section says so and names those runs. Each summa
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 #: ``extra`` keys of a run summary that describe how its training ended.
 CONVERGENCE_KEYS = ("stopped_by", "steps", "best_step", "primary_metric", "best_validation", "final_validation",
@@ -19,6 +21,12 @@ EARLY_STOPPING = "early_stopping"
 CAPS = ("max_steps", "epochs")
 NOT_CONVERGED = "not converged: these scores compare budgets, not architectures"
 UNKNOWN = "unknown"
+
+
+def read_run_summaries(output_dir: str | Path, run_ids: Iterable[str]) -> list[dict]:
+    """The ``runs/<run_id>/run_summary.json`` of the given runs (those that have one)."""
+    paths = [Path(output_dir) / "runs" / run_id / "run_summary.json" for run_id in run_ids]
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
 
 def _median(values: Sequence[float]) -> str:
