@@ -139,9 +139,9 @@ def build_model_card(
         tasks: task dicts (``name``, ``level``, ``problem_type``, ``labels``) of the saved model.
         run_rows: results rows of the saved run (become the ``model-index``).
         all_rows: results rows of every run of the experiment (mean ± std over seeds).
-        comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row).
-        comparisons: should come adjusted over the report's whole family (``stats.comparison_family``); the card
-            shows raw and adjusted p-values and calls a difference significant on the adjusted one.
+        comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row), adjusted over the
+            report's whole family (``stats.comparison_family``): the card shows raw and adjusted p-values and calls
+            a difference significant on the adjusted one.
         base_model: the backbone (Hub id or path); ``sharing``: ``stl`` | ``hard`` | ``adapters``.
         load_path: the Hub repo the model was pushed to; a local folder (or None) becomes the placeholder
             ``path/to/best/<arm>``. ``revision``: the branch it was pushed to (added to the load snippet).
