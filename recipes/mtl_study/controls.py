@@ -124,7 +124,7 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
                             f"adjusted p ({p_adjust})", "Expected", "Behaved"], body)
     failed = [v["control"] for v in verdicts if v["behaved"] is False]
     verdict = ("**Too few seeds to check the controls.**" if any(v["behaved"] is None for v in verdicts) and not failed else
-               "**Both controls behaved: the pipeline detects a planted transfer and reports none where there is none.**"
+               "**Both controls behaved: the pipeline detects the planted transfer and reports no gain where none can exist.**"
                if not failed else
                f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
                f"until that is explained** (too few seeds or steps, a bug, or a too weak planted relation).")
