@@ -8,7 +8,7 @@ from huggingface_hub import ModelCard, metadata_load
 
 from mtl_study.cards import TEMPLATE_PATH, build_model_card
 from mtl_study.report import ReportInputs, write_report
-from mtl_study.stats import compare_arms, cross_domain_matrix
+from mtl_study.stats import comparison_family, compare_arms, cross_domain_matrix, format_p
 
 TASKS = [
     {"name": "narratives", "level": "document", "problem_type": "multi_label_classification", "labels": [f"N{i}" for i in range(9)]},
@@ -47,12 +47,15 @@ def test_card_metadata_parses_and_matches_results(tmp_path):
     (entry,) = meta["model-index"]
     assert entry["name"] == "mtl-test"
     loaded = ModelCard.load(path)
-    parsed = {(e.task_name, e.metric_type): e.metric_value for e in loaded.data.eval_results}
-    expected = {(f"{r['task']} ({r['eval_set']})", r["metric"]): pytest.approx(r["value"]) for r in run_rows}
+    # The Hub's convention: type f1 with the averaging in args, exact_match as is.
+    hub = {"macro_f1": ("f1", "macro"), "micro_f1": ("f1", "micro"), "exact_match": ("exact_match", None)}
+    parsed = {(e.task_name, e.metric_type, (e.metric_args or {}).get("average")): e.metric_value
+              for e in loaded.data.eval_results}
+    expected = {(f"{r['task']} ({r['eval_set']})", *hub[r["metric"]]): pytest.approx(r["value"]) for r in run_rows}
     assert parsed == expected
     for e in loaded.data.eval_results:
         assert re.fullmatch(r"(narratives|roles) \(test\)", e.task_name)
-        assert e.metric_type in {"macro_f1", "micro_f1", "exact_match"}
+        assert e.metric_type in {"f1", "exact_match"}
     body = loaded.text
     for needle in ("## Tasks and labels", "Protagonist", "hard parameter sharing", "## Limitations",
                    "AutoModel.from_pretrained(\"org/mtl-test\")", "Wilcoxon", "## Shift statistics"):
@@ -63,7 +66,20 @@ def test_card_metadata_parses_and_matches_results(tmp_path):
 
 
 def test_card_template_is_shipped_and_missing_template_is_clear(tmp_path):
+    import tomllib
+    from fnmatch import fnmatch
+
+    from conftest import REPO_ROOT
+
     assert TEMPLATE_PATH.is_file()
+    # Installed as package data of mtl_study (a non-editable install has no model_cards/ folder).
+    package_dir = REPO_ROOT / "recipes" / "mtl_study"
+    assert TEMPLATE_PATH.parent.parent == package_dir.resolve()
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"]["mtl_study"] == "recipes/mtl_study"
+    relative = TEMPLATE_PATH.relative_to(package_dir.resolve()).as_posix()
+    assert any(fnmatch(relative, pattern) for pattern in config["package-data"]["mtl_study"])
+    assert (REPO_ROOT / "model_cards" / "README.md").is_file()  # the top-level folder stays and points to it
     with pytest.raises(FileNotFoundError, match="template"):
         build_model_card(arm="stl", seed=0, tasks=TASKS[:1], run_rows=[], all_rows=[], base_model="x/y",
                          model_name="m", recipe="r", sharing="stl", template_path=tmp_path / "nope.md")
@@ -103,3 +119,42 @@ def test_learning_curves_plot_a_task_only_for_runs_that_trained_it():
     assert learning_curve_series(stl_a, "b") == {}
     plain = [{"step": s, "loss": 1 / s} for s in (1, 2)]  # no per-task keys: the total loss stands in
     assert learning_curve_series(plain, "a")["loss"] == ([1, 2], [1.0, 0.5])
+
+
+def test_card_loads_what_was_pushed_and_never_shows_a_local_path(tmp_path):
+    rows = results()
+    family = comparison_family(rows, baseline="stl", metric="macro_f1", arm_order=["stl", "mtl", "mtl_adapters"])
+    local = str(tmp_path / "machine" / "outputs")
+    common = dict(arm="mtl", seed=3, tasks=TASKS, run_rows=[r for r in rows if r["run_id"] == "mtl__seed3"], all_rows=rows,
+                  comparisons=[c for c in family if c.arm_a == "mtl" and c.arm_b == "stl"], model_name="m",
+                  recipe="architecture_comparison", sharing="hard", base_model=f"{local}/backbone",
+                  dataset_name=f"SYNTHETIC corpus generated into {local}/data",
+                  data_mixture=f"SYNTHETIC corpus generated into {local}/data (not real news)",
+                  shift_statistics=f"| corpus | {local}/data |", training={"output_dir": local})
+    pushed = str(build_model_card(**common, load_path="org/exp", revision="mtl"))
+    assert 'AutoModel.from_pretrained("org/exp", revision="mtl")' in pushed
+    assert 'AutoTokenizer.from_pretrained("org/exp", revision="mtl")' in pushed
+    local_card = str(build_model_card(**common, load_path=f"{local}/best/mtl"))
+    assert 'AutoModel.from_pretrained("path/to/best/mtl")' in local_card and "revision" not in local_card
+    for card in (pushed, local_card):
+        assert str(tmp_path) not in card and "/machine/" not in card
+        assert "backbone (a local backbone)" in card and "<local path>" in card
+    assert "base_model" not in metadata_load_text(pushed)  # a local backbone is no Hub id: not declared
+    # raw and adjusted p-values, significance on the adjusted one
+    roles = next(c for c in family if c.arm_a == "mtl" and c.task == "roles")
+    assert f"{format_p(roles.p_value)} | {format_p(roles.adjusted_p_value)} (holm) | {'yes' if roles.significant else 'no'} |" in pushed
+
+
+def metadata_load_text(card_text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(card_text.split("---", 2)[1])
+
+
+def test_scrub_local_paths_keeps_urls_and_ratios():
+    from mtl_study.cards import scrub_local_paths
+
+    assert scrub_local_paths("data in /tmp/x/y (real)") == "data in <local path> (real)"
+    assert scrub_local_paths("~/data/x and C:\\Users\\me\\d") == "<local path> and <local path>"
+    kept = "see https://huggingface.co/org/m, 128 / 32, n/a, URW/CC"
+    assert scrub_local_paths(kept) == kept

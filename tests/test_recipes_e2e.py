@@ -61,7 +61,7 @@ def test_one_run_saves_a_reloadable_model_with_a_parsable_card(tiny_backbone_dir
     model = AutoModel.from_pretrained(out / "best" / "mtl")
     assert sorted(model.config.task_names) == sorted({r["task"] for r in rows})
     card = ModelCard.load(out / "best" / "mtl" / "README.md")
-    assert {e.metric_type for e in card.data.eval_results} >= {"macro_f1", "micro_f1"}
+    assert {(e.metric_type, (e.metric_args or {}).get("average")) for e in card.data.eval_results} >= {("f1", "macro"), ("f1", "micro")}
     assert (out / "report.md").is_file() and (out / "figures" / "per_seed_scores.png").is_file()
 
 
@@ -90,9 +90,12 @@ def test_architecture_comparison_end_to_end_and_saved_arms_reload(tiny_backbone_
         meta = metadata_load(folder / "README.md")
         (entry,) = meta["model-index"]
         info = json.loads((folder / "best_run.json").read_text())
-        run_rows = {(f"{r['task']} ({r['eval_set']})", r["metric"]): r["value"] for r in rows if r["run_id"] == info["run_id"]}
+        from mtl_study.cards import hub_metric
+
+        run_rows = {(f"{r['task']} ({r['eval_set']})", hub_metric(r["metric"])[0], json.dumps(hub_metric(r["metric"])[1], sort_keys=True))
+                    : r["value"] for r in rows if r["run_id"] == info["run_id"]}
         card = ModelCard.load(folder / "README.md")
-        parsed = {(e.task_name, e.metric_type): e.metric_value for e in card.data.eval_results}
+        parsed = {(e.task_name, e.metric_type, json.dumps(e.metric_args, sort_keys=True)): e.metric_value for e in card.data.eval_results}
         assert parsed == pytest.approx(run_rows)
         assert "p vs stl" in card.text
     for task in {r["task"] for r in rows}:

@@ -9,6 +9,7 @@ from scipy import stats as scipy_stats
 from mtl_study.stats import (
     MIN_PAIRS_FOR_SIGNIFICANCE,
     compare_arms,
+    format_p,
     cross_domain_matrix,
     min_achievable_p_value,
     negative_transfer,
@@ -120,3 +121,60 @@ def test_cross_domain_matrix_and_asymmetry():
     assert pair["drop_on_b"] == pytest.approx(table[("urw", "urw")] - table[("cc", "urw")])
     with pytest.raises(ValueError, match="train_domain"):
         cross_domain_matrix(rows, task="missing", metric="macro_f1")
+
+
+# ------------------------------------------------------------------------------------- multiple comparisons
+def test_holm_and_bh_adjustments_have_known_values():
+    from mtl_study.stats import adjust_p_values
+
+    raw = [0.01, 0.04, None, 0.03, 0.5]
+    # Holm: sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1 = 0.04, 0.09, 0.08 -> 0.09 (monotone), 0.5
+    assert adjust_p_values(raw, "holm") == pytest.approx([0.04, 0.09, None, 0.09, 0.5])
+    # BH: p * m / rank = 0.04, 0.06, 0.0533, 0.5, made monotone from the top
+    assert adjust_p_values(raw, "bh") == pytest.approx([0.04, 0.16 / 3, None, 0.16 / 3, 0.5])
+    assert adjust_p_values(raw, "none") == raw
+    assert adjust_p_values([0.9, 0.6], "holm") == [1.0, 1.0]  # capped at 1
+    with pytest.raises(ValueError, match="unknown p-value adjustment 'bonferoni'"):
+        adjust_p_values([0.1], "bonferoni")
+
+
+def test_seeds_needed_follows_the_exact_wilcoxon_floor():
+    from mtl_study.stats import min_adjusted_p_value, seeds_needed
+
+    assert min_adjusted_p_value(6, 2, "holm") == pytest.approx(2 * 2 / 2**6)  # 0.0625: 6 seeds are not enough
+    assert [seeds_needed(m) for m in (1, 2, 3, 6, 12)] == [6, 7, 7, 8, 9]
+    assert seeds_needed(12, method="bh") == 6  # BH's best case: every test at the raw minimum
+    assert seeds_needed(1, alpha=0.01) == 8
+
+
+def test_a_raw_significant_result_is_not_significant_after_adjustment():
+    from mtl_study.stats import comparison_family, significance_requirement
+
+    # mtl beats stl on every one of 6 seeds on both tasks: raw p = 2/2^6 = 0.03125, Holm over 2 tests = 0.0625.
+    rows = [{"arm": arm, "seed": s, "task": t, "eval_set": "test", "metric": "macro_f1",
+             "value": 0.5 + (0.1 + 0.01 * s if arm == "mtl" else 0.0)} for arm in ("stl", "mtl") for s in range(6) for t in "ab"]
+    family = comparison_family(rows, baseline="stl", metric="macro_f1")
+    assert [c.p_value for c in family] == pytest.approx([0.03125, 0.03125])
+    assert [c.adjusted_p_value for c in family] == pytest.approx([0.0625, 0.0625])
+    assert not any(c.significant for c in family)
+    sentence = significance_requirement(family)
+    assert "2 tests" in sentence and "0.0625" in sentence and "need at least 7 seeds" in sentence
+    bh = comparison_family(rows, baseline="stl", metric="macro_f1", p_adjust="bh")
+    assert all(c.significant for c in bh)  # BH: both at the minimum keeps 0.03125
+    nt = negative_transfer(rows, baseline="stl", family=family)
+    assert nt.comparisons == family
+    baseline_rows = rows + [{"arm": "baseline_majority", "seed": 0, "task": "a", "eval_set": "test",
+                             "metric": "macro_f1", "value": 0.3}]
+    assert comparison_family(baseline_rows, baseline="stl", metric="macro_f1") == family  # baselines never tested
+
+
+def test_negative_transfer_sentence_reports_the_adjusted_p():
+    rows = make_rows({"stl": {"a": 0.60, "b": 0.50}, "mtl": {"a": 0.50, "b": 0.55}}, seeds=range(8), noise=0.01)
+    nt = negative_transfer(rows, baseline="stl")
+    worst = nt.worst
+    assert worst.task == "a" and worst.p_adjust == "holm"
+    from mtl_study.stats import adjust_p_values
+
+    expected = adjust_p_values([c.p_value for c in nt.comparisons], "holm")[nt.comparisons.index(worst)]
+    assert worst.adjusted_p_value == pytest.approx(expected) and worst.adjusted_p_value > worst.p_value
+    assert f"adjusted p (holm) = {format_p(worst.adjusted_p_value)}" in nt.summary_sentence()

@@ -1,14 +1,18 @@
-"""Model cards for the saved arms of an experiment, from the template in ``model_cards/``.
+"""Model cards for the saved arms of an experiment, from the template shipped in the package
+(``mtl_study/templates/multitask_model_card.md``, installed as package data).
 
 The card's metadata carries a ``model-index`` (one entry per task x evaluation set x metric of the saved
-checkpoint) so that the Hub and :func:`huggingface_hub.metadata_load` can read the results; the body
-documents tasks, architecture, training mixture, per-task results with their seed spread and the p-value
-against the single-task baseline, the shift statistics of the data, limitations and how to load it.
+checkpoint, with the Hub's metric types: ``f1`` with its averaging in ``args``, ``exact_match``, ``accuracy``)
+so that the Hub and :func:`huggingface_hub.metadata_load` can read the results; the body documents tasks,
+architecture, training mixture, per-task results with their seed spread and the raw and adjusted p-values
+against the single-task baseline, the shift statistics of the data, limitations and how to load exactly what
+was pushed. A card never carries a path of the machine that trained it: local paths become placeholders.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,7 +23,36 @@ from .stats import PairedComparison, format_p, summarize
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "multitask_model_card.md"
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "multitask_model_card.md"
+
+#: Our metric names -> the Hub's model-index convention: (type, args, readable name).
+HUB_METRICS = {
+    "macro_f1": ("f1", {"average": "macro"}, "macro F1"),
+    "micro_f1": ("f1", {"average": "micro"}, "micro F1"),
+    "samples_f1": ("f1", {"average": "samples"}, "samples F1"),
+    "coarse_macro_f1": ("f1", {"average": "macro", "level": "coarse"}, "coarse macro F1"),
+    "exact_match": ("exact_match", None, "exact match"),
+    "accuracy": ("accuracy", None, "accuracy"),
+    "main_role_accuracy": ("accuracy", {"of": "main role"}, "main-role accuracy"),
+}
+
+# An absolute POSIX or Windows path (not a URL, not "a/b" inside a word): what a card must never show.
+_LOCAL_PATH = re.compile(r"(?<![\w.:/~\\])(?:~/|/|[A-Za-z]:\\)[^\s/\\`'\"()|,;]+(?:[/\\][^\s/\\`'\"()|,;]*)*")
+
+
+def scrub_local_paths(text: str, placeholder: str = "<local path>") -> str:
+    """``text`` with every absolute local path replaced by ``placeholder``."""
+    return _LOCAL_PATH.sub(placeholder, text) if text else text
+
+
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that is not a folder on this machine."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not Path(name).exists()
+
+
+def hub_metric(metric: str) -> tuple[str, dict | None, str]:
+    """``(type, args, name)`` of one of our metric names under the Hub's convention (unknown: kept as is)."""
+    return HUB_METRICS.get(metric, (metric, None, metric.replace("_", " ")))
 
 SHARING_DESCRIPTIONS = {
     "stl": "none: a single-task model (one encoder, one head)",
@@ -56,6 +89,7 @@ def eval_results_for(
     """One :class:`EvalResult` per task x evaluation set x metric of one run (the saved checkpoint)."""
     results = []
     for row in sorted(run_rows, key=lambda r: (r["task"], r["eval_set"], r["metric"])):
+        metric_type, metric_args, readable = hub_metric(row["metric"])
         results.append(EvalResult(
             task_type=task_type,
             task_name=f"{row['task']} ({row['eval_set']})",
@@ -64,8 +98,9 @@ def eval_results_for(
             # model-index groups metrics by (task type, dataset, config, split): the config keeps tasks apart
             dataset_config=row["task"],
             dataset_split=row["eval_set"],
-            metric_type=row["metric"],
-            metric_name=f"{row['task']} {row['metric']} ({row['eval_set']})",
+            metric_type=metric_type,
+            metric_args=metric_args,
+            metric_name=f"{row['task']} {readable} ({row['eval_set']})",
             metric_value=float(row["value"]),
         ))
     return results
@@ -90,7 +125,8 @@ def build_model_card(
     data_mixture: str = "",
     shift_statistics: str = "",
     primary_metric: str = "macro_f1",
-    load_path: str = ".",
+    load_path: str | None = None,
+    revision: str | None = None,
     limitations: str = DEFAULT_LIMITATIONS,
     template_path: str | Path | None = None,
     license: str = "apache-2.0",
@@ -103,23 +139,32 @@ def build_model_card(
         tasks: task dicts (``name``, ``level``, ``problem_type``, ``labels``) of the saved model.
         run_rows: results rows of the saved run (become the ``model-index``).
         all_rows: results rows of every run of the experiment (mean ± std over seeds).
-        comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row).
+        comparisons: paired tests of this arm against ``stl`` (Δ, p-value, effect size per row), adjusted over the
+            report's whole family (``stats.comparison_family``): the card shows raw and adjusted p-values and calls
+            a difference significant on the adjusted one.
         base_model: the backbone (Hub id or path); ``sharing``: ``stl`` | ``hard`` | ``adapters``.
+        load_path: the Hub repo the model was pushed to; a local folder (or None) becomes the placeholder
+            ``path/to/best/<arm>``. ``revision``: the branch it was pushed to (added to the load snippet).
         parameters: ``{"trainable_parameters", "total_parameters"}`` of the saved model (default: read from
             ``run_rows``, which carry them; the architecture section omits the line when neither has them).
     """
     template_path = Path(template_path or TEMPLATE_PATH)
     if not template_path.is_file():
-        raise FileNotFoundError(f"model card template {template_path} not found (expected in model_cards/)")
+        raise FileNotFoundError(f"model card template {template_path} not found (shipped as mtl_study/templates/)")
     model_options = dict(model_options or {})
     training = dict(training or {})
     run_rows = list(run_rows)
     task_names = [t["name"] for t in tasks]
-    base_is_hub_id = not Path(base_model).exists() and base_model.count("/") == 1
+    base_is_hub_id = is_hub_id(base_model)
+    # Nothing of the training machine goes into a card: local paths become names or placeholders.
+    shown_base_model = base_model if base_is_hub_id else f"{Path(base_model).name} (a local backbone)"
+    load_path = load_path if load_path and is_hub_id(load_path) else f"path/to/best/{arm}"
+    dataset_name, data_mixture = scrub_local_paths(dataset_name), scrub_local_paths(data_mixture)
+    shift_statistics = scrub_local_paths(shift_statistics)
     card_data = ModelCardData(
         model_name=model_name,
         base_model=base_model if base_is_hub_id else None,
-        datasets=[dataset_id] if "/" in dataset_id else None,
+        datasets=[dataset_id] if is_hub_id(dataset_id) else None,
         library_name="transformers",
         license=license,
         pipeline_tag="text-classification",
@@ -141,6 +186,9 @@ def build_model_card(
             "mean_std": summary.formatted() if summary else "n/a",
             "delta": f"{comparison.mean_difference:+.3f}" if comparison else "—",
             "p_value": format_p(comparison.p_value) if comparison else "—",
+            "adjusted_p": (f"{format_p(comparison.adjusted_p_value)} ({comparison.p_adjust})"
+                           if comparison and comparison.p_adjust != "none" else "not adjusted" if comparison else "—"),
+            "significant": ("yes" if comparison.significant else "no") if comparison else "—",
             "effect": (f"{comparison.effect_size:+.2f}" if comparison and comparison.effect_size is not None else "—"),
         })
         if comparison and comparison.note and comparison.note not in notes:
@@ -155,14 +203,15 @@ def build_model_card(
         parameter_summary = (f"{format_count(trainable)} trainable of {format_count(total)} "
                              f"({trainable / total:.1%}; {int(trainable):,} of {int(total):,})")
 
-    hyperparameters = ", ".join(f"{k}={v}" for k, v in training.items() if k not in ("loss_weighting", "task_sampling"))
+    hyperparameters = scrub_local_paths(", ".join(f"{k}={v}" for k, v in training.items()
+                                                  if k not in ("loss_weighting", "task_sampling")))
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         summary=(f"A {'single' if len(tasks) == 1 else 'multi'}-task text classifier for "
                  f"{', '.join(task_names)}."),
         arm=arm, seed=seed, recipe=recipe, num_seeds=len({r['seed'] for r in all_rows if r['arm'] == arm}),
-        base_model=base_model, primary_metric=primary_metric,
+        base_model=shown_base_model, primary_metric=primary_metric,
         tasks=[{"name": t["name"], "level": t.get("level", "document"), "problem_type": t.get("problem_type", ""),
                 "num_labels": len(t.get("labels", [])), "label_preview": _label_preview(t.get("labels", []))}
                for t in tasks],
@@ -178,7 +227,7 @@ def build_model_card(
         eval_sets=", ".join(sorted({r["eval_set"] for r in run_rows})),
         results=results, notes=notes,
         shift_statistics=shift_statistics or "Not computed for this run.",
-        limitations=limitations, load_path=load_path,
+        limitations=limitations, load_path=load_path, revision=revision,
     )
     return card
 

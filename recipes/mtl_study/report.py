@@ -23,13 +23,17 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .convergence import convergence_section  # noqa: E402
 from .results import atomic_write_text  # noqa: E402
 from .stats import (  # noqa: E402
-    MIN_PAIRS_FOR_SIGNIFICANCE,
+    P_ADJUST_METHODS,
     CrossDomainMatrix,
-    compare_arms,
+    comparison_family,
     format_p,
+    is_baseline_arm,
+    min_adjusted_p_value,
     negative_transfer,
+    significance_requirement,
     summarize,
 )
 
@@ -238,30 +242,50 @@ def parameter_table(rows: Sequence[Mapping], arm_order: Sequence[str] | None = N
     return markdown_table(header + ([f"Trainable vs {baseline}"] if reference else []), body)
 
 
-def arm_table(rows: Sequence[Mapping], metric: str, arm_order: Sequence[str] | None = None) -> str:
+def arm_table(rows: Sequence[Mapping], metric: str, arm_order: Sequence[str] | None = None,
+              baseline_rows: Sequence[Mapping] = ()) -> str:
+    """One row per arm (mean ± std over seeds per task x eval set), then one per reference baseline; a model
+    arm's cell says "does not beat <baseline>" when its mean is not above that baseline's score."""
+    from .baselines import beaten_baselines
+
     summaries = summarize(rows, metric=metric)
     arms = list(arm_order or sorted({s.arm for s in summaries}))
     arms = [a for a in arms if any(s.arm == a for s in summaries)]
+    arms += sorted({s.arm for s in summaries} - set(arms))
+    baselines = [r for r in baseline_rows if r["metric"] == metric]
     keys = sorted({(s.task, s.eval_set) for s in summaries})
     index = {(s.arm, s.task, s.eval_set): s for s in summaries}
+    failures = beaten_baselines([*rows, *baselines], metric) if baselines else {}
     body = []
-    for task, es in keys:
+    for arm in arms:
         cells = []
-        for arm in arms:
+        for task, es in keys:
             s = index.get((arm, task, es))
-            cells.append(f"{s.formatted()} (n={s.n})" if s else "—")
-        body.append([task, es, *cells])
-    return markdown_table(["Task", "Eval set", *arms], body)
+            cell = f"{s.formatted()} (n={s.n})" if s else "—"
+            failed = failures.get((arm, task, es))
+            if s and failed:
+                cell += " — **does not beat " + ", ".join(b for b, _ in failed) + "**"
+            cells.append(cell)
+        body.append([arm, *cells])
+    for baseline in sorted({b["arm"] for b in baselines}):
+        values = {(b["task"], b["eval_set"]): float(b["value"]) for b in baselines if b["arm"] == baseline}
+        body.append([f"*{baseline}*", *[f"{values[k]:.3f}" if k in values else "—" for k in keys]])
+    return markdown_table(["Arm", *[f"{task} ({es})" for task, es in keys]], body)
 
 
 def comparison_table(comparisons) -> str:
+    """Raw and adjusted p-values; "significant" is decided on the adjusted one."""
+    family = [c for c in comparisons if c.p_value is not None]
+    method = comparisons[0].p_adjust if comparisons else "none"
     body = []
     for c in comparisons:
-        verdict = "yes" if c.significant else ("no" if c.p_value is not None and c.n_pairs >= MIN_PAIRS_FOR_SIGNIFICANCE else "untestable" if c.n_pairs < MIN_PAIRS_FOR_SIGNIFICANCE else "no")
+        floor = min_adjusted_p_value(c.n_pairs, len(family), method)
+        verdict = "yes" if c.significant else ("untestable" if floor >= c.alpha or c.p_value is None else "no")
         effect = f"{c.effect_size:+.2f}" if c.effect_size is not None else "—"
         body.append([f"{c.arm_a} − {c.arm_b}", c.task, c.eval_set, f"{c.mean_difference:+.3f}", c.n_pairs,
-                     format_p(c.p_value), effect, verdict])
-    return markdown_table(["Comparison", "Task", "Eval set", "Mean Δ", "Pairs", "p (Wilcoxon)", "Rank-biserial r", f"p < α"], body)
+                     format_p(c.p_value), format_p(c.decision_p_value), effect, verdict])
+    return markdown_table(["Comparison", "Task", "Eval set", "Mean Δ", "Pairs", "p (Wilcoxon)", f"adjusted p ({method})",
+                           "Rank-biserial r", "adjusted p < α"], body)
 
 
 def shift_statistics_markdown(shift) -> str:
@@ -319,6 +343,9 @@ class ReportInputs:
     tasks: list[str] = field(default_factory=list)
     extra_sections: list[tuple[str, str]] = field(default_factory=list)
     outputs: Mapping[str, str] = field(default_factory=dict)
+    p_adjust: str = "holm"  # multiple-comparison adjustment over ALL the report's tests: holm | bh | none
+    run_summaries: list[Mapping] = field(default_factory=list)  # the runs' run_summary.json (convergence table)
+    baseline_rows: list[Mapping] = field(default_factory=list)  # rows of mtl_study.baselines.baseline_rows
 
 
 def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: ReportInputs) -> Path:
@@ -326,6 +353,9 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
     output_dir = Path(output_dir)
     figures_dir = output_dir / "figures"
     metric, baseline = inputs.primary_metric, inputs.baseline
+    # Reference baselines are shown beside the arms but never enter the per-seed statistics.
+    baselines = [*inputs.baseline_rows, *(r for r in rows if is_baseline_arm(r["arm"]))]
+    rows = [r for r in rows if not is_baseline_arm(r["arm"])]
     arms_present = sorted({r["arm"] for r in rows})
     seeds_present = sorted({r["seed"] for r in rows})
     lines = [f"# {inputs.title}", "", f"**Question.** {inputs.question}", ""]
@@ -340,36 +370,46 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
                   "lowest frozen layers in every arm and, under adapters, every base weight (adapters inside frozen "
                   "layers included). Read the scores below next to these capacities.", ""]
 
-    lines += [f"## Results ({metric}, mean ± std over seeds)", "", arm_table(rows, metric, inputs.arm_order), ""]
+    lines += [f"## Results ({metric}, mean ± std over seeds)", "", arm_table(rows, metric, inputs.arm_order, baselines), ""]
+    if baselines:
+        from .baselines import baseline_verdicts
+
+        lines += ["Rows in italics are reference baselines fitted on the same training data and scored with the same "
+                  "metrics (majority class, label priors, TF-IDF + logistic regression; see `mtl_study.baselines`).", "",
+                  *[f"- {line}" for line in baseline_verdicts([*rows, *baselines], metric)], ""]
     other_metrics = sorted({r["metric"] for r in rows} - {metric})
     for other in other_metrics:
-        lines += [f"<details><summary>{other}</summary>", "", arm_table(rows, other, inputs.arm_order), "", "</details>", ""]
+        lines += [f"<details><summary>{other}</summary>", "", arm_table(rows, other, inputs.arm_order, baselines), "",
+                  "</details>", ""]
 
-    comparisons = []
-    if baseline in arms_present:
-        for arm in (inputs.arm_order or arms_present):
-            if arm != baseline and arm in arms_present:
-                comparisons += compare_arms(rows, arm, baseline, metric, alpha=inputs.alpha)
-    for a, b in inputs.extra_comparisons:
-        if a in arms_present and b in arms_present:
-            comparisons += compare_arms(rows, a, b, metric, alpha=inputs.alpha)
+    convergence = convergence_section(inputs.run_summaries, inputs.arm_order)
+    if convergence:
+        lines += ["## Convergence", "", convergence, ""]
+
+    comparisons = comparison_family(rows, baseline=baseline, metric=metric, arm_order=inputs.arm_order,
+                                    extra_comparisons=inputs.extra_comparisons, alpha=inputs.alpha, p_adjust=inputs.p_adjust)
     lines += ["## Paired tests", "",
               f"Two-sided Wilcoxon signed-rank tests (`scipy.stats.wilcoxon`) pairing runs by seed; effect size: "
-              f"matched-pairs rank-biserial correlation r (positive: first arm better); α = {inputs.alpha}.", ""]
+              f"matched-pairs rank-biserial correlation r (positive: first arm better); α = {inputs.alpha}. The p-values "
+              f"of ALL the tests below are adjusted together ({P_ADJUST_METHODS[inputs.p_adjust]}); a difference is "
+              f"called significant only on its adjusted p-value.", ""]
     if comparisons:
-        lines += [comparison_table(comparisons), ""]
+        lines += [comparison_table(comparisons), "", f"> {significance_requirement(comparisons, inputs.alpha, inputs.p_adjust)}"]
         notes = sorted({c.note for c in comparisons if c.note})
-        lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+        lines += [f"> {note}" for note in notes] + [""]
     else:
         lines += ["No pair of arms shares tasks and seeds: nothing to test.", ""]
 
     if baseline in arms_present and len(arms_present) > 1:
-        nt = negative_transfer(rows, baseline=baseline, metric=metric, alpha=inputs.alpha)
-        body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value),
-                 "significant" if c.significant else ("not significant" if c.n_pairs >= MIN_PAIRS_FOR_SIGNIFICANCE else "too few seeds"),
+        nt = negative_transfer(rows, baseline=baseline, metric=metric, alpha=inputs.alpha, family=comparisons)
+        family_size = len([c for c in comparisons if c.p_value is not None])
+        body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),
+                 "significant" if c.significant else (
+                     "not significant" if min_adjusted_p_value(c.n_pairs, family_size, c.p_adjust) < c.alpha else "too few seeds"),
                  "negative transfer" if c.mean_difference < 0 else "no loss"] for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
-                  markdown_table(["Task", "Eval set", "Arm", "Δ", "p", "Significance", "Direction"], body), "",
+                  markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",
+                                  "Direction"], body), "",
                   f"**{nt.summary_sentence()}**", ""]
 
     for i, matrix in enumerate(inputs.cross_domain):

@@ -12,13 +12,20 @@ when the first arm scores higher.
 With ``n`` non-zero paired differences the smallest two-sided p-value the exact test can produce is
 ``2 / 2**n``; below 6 pairs that is above 0.05, so no amount of improvement can be "significant". The
 comparisons say so in plain words instead of printing a meaningless p-value.
+
+A report runs many tests (every arm x task x evaluation set), so its p-values are adjusted for multiple
+comparisons over ALL its tests (:func:`adjust_comparisons`): Holm's step-down method by default (controls the
+family-wise error rate), Benjamini-Hochberg (``"bh"``, :func:`scipy.stats.false_discovery_control`, controls the
+false discovery rate) as an option. A result is called significant only on its adjusted p-value. Under Holm the
+smallest adjusted p-value of ``m`` tests with ``n`` pairs each is ``m * 2 / 2**n``, so more tests need more
+seeds (:func:`seeds_needed`): 1 test needs 6 seeds, 2 tests need 7, 6 tests need 8.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -27,12 +34,71 @@ from scipy import stats as scipy_stats
 #: Below this many pairs a two-sided Wilcoxon signed-rank test cannot reach p < 0.05.
 MIN_PAIRS_FOR_SIGNIFICANCE = 6
 
+#: Arms of reference baselines (majority class, priors, TF-IDF + LR, see ``mtl_study.baselines``) start with this.
+BASELINE_ARM_PREFIX = "baseline_"
+
+#: Multiple-comparison adjustments: name -> description for reports.
+P_ADJUST_METHODS = {
+    "holm": "Holm step-down (family-wise error rate)",
+    "bh": "Benjamini-Hochberg (false discovery rate)",
+    "none": "none (raw p-values)",
+}
+
 
 def min_achievable_p_value(n_pairs: int) -> float:
     """Smallest two-sided p-value of the exact Wilcoxon signed-rank test with ``n_pairs`` non-zero pairs."""
     if n_pairs <= 0:
         return 1.0
     return min(1.0, 2.0 / 2.0**n_pairs)
+
+
+def _check_method(method: str) -> str:
+    if method not in P_ADJUST_METHODS:
+        raise ValueError(f"unknown p-value adjustment {method!r}; choose among {sorted(P_ADJUST_METHODS)}")
+    return method
+
+
+def min_adjusted_p_value(n_pairs: int, num_tests: int, method: str = "holm") -> float:
+    """Smallest adjusted p-value any of ``num_tests`` exact Wilcoxon tests with ``n_pairs`` pairs can get.
+
+    Holm multiplies the smallest raw p-value by the number of tests; Benjamini-Hochberg reaches the raw minimum
+    only when every test reaches it (its best case); no adjustment leaves the raw minimum.
+    """
+    smallest = min_achievable_p_value(n_pairs)
+    if _check_method(method) == "holm":
+        return min(1.0, max(num_tests, 1) * smallest)
+    return smallest
+
+
+def seeds_needed(num_tests: int, alpha: float = 0.05, method: str = "holm") -> int:
+    """Fewest seed pairs with which one of ``num_tests`` tests can be significant after adjustment."""
+    n = 1
+    while min_adjusted_p_value(n, num_tests, method) >= alpha:
+        n += 1
+    return n
+
+
+def adjust_p_values(p_values: Sequence[float | None], method: str = "holm") -> list[float | None]:
+    """Adjusted p-values in the input order; ``None`` entries (no test) stay None and do not count as tests."""
+    _check_method(method)
+    index = [i for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    out: list[float | None] = [None] * len(p_values)
+    if not index:
+        return out
+    raw = np.array([p_values[i] for i in index], dtype=float)
+    if method == "none":
+        adjusted = raw
+    elif method == "bh":
+        adjusted = scipy_stats.false_discovery_control(raw, method="bh")
+    else:  # Holm: p_(k) * (m - k + 1), made monotone from the smallest up, capped at 1
+        m = raw.size
+        order = np.argsort(raw, kind="stable")
+        stepped = np.maximum.accumulate(raw[order] * (m - np.arange(m)))
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum(stepped, 1.0)
+    for i, value in zip(index, adjusted):
+        out[i] = float(value)
+    return out
 
 
 @dataclass
@@ -69,10 +135,18 @@ class PairedComparison:
     seeds: list[int] = field(default_factory=list)
     note: str = ""
     alpha: float = 0.05
+    adjusted_p_value: float | None = None  # set by adjust_comparisons over every test of the report
+    p_adjust: str = "none"  # the adjustment that produced adjusted_p_value
+
+    @property
+    def decision_p_value(self) -> float | None:
+        """The p-value significance is decided on: the adjusted one once the family was adjusted."""
+        return self.p_value if self.p_adjust == "none" else self.adjusted_p_value
 
     @property
     def significant(self) -> bool:
-        return self.p_value is not None and self.p_value < self.alpha
+        p = self.decision_p_value
+        return p is not None and p < self.alpha
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -174,6 +248,54 @@ def paired_comparison(
                             effect_size=effect, note=note, **common)
 
 
+def adjust_comparisons(comparisons: Sequence[PairedComparison], method: str = "holm") -> list[PairedComparison]:
+    """Copies of ``comparisons`` with ``adjusted_p_value`` set, adjusting over ALL of them as one family."""
+    adjusted = adjust_p_values([c.p_value for c in comparisons], method)
+    return [replace(c, adjusted_p_value=p, p_adjust=method) for c, p in zip(comparisons, adjusted)]
+
+
+def significance_requirement(comparisons: Sequence[PairedComparison], alpha: float = 0.05, method: str = "holm") -> str:
+    """A plain sentence: how many tests, the smallest adjusted p-value their seeds allow, the seeds needed."""
+    tested = [c for c in comparisons if c.p_value is not None]
+    if not tested:
+        return "No test could be run."
+    m = len(tested)
+    pairs = min(c.n_pairs for c in tested)
+    floor = min_adjusted_p_value(pairs, m, method)
+    needed = seeds_needed(m, alpha, method)
+    adjustment = P_ADJUST_METHODS[_check_method(method)]
+    sentence = (f"{m} test{'s' * (m != 1)}, p-values adjusted by {adjustment}. With {pairs} seed pairs the smallest "
+                f"adjusted p-value any of them can reach is {format_p(floor)}; ")
+    if floor < alpha:
+        return sentence + f"{needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
+    return sentence + (f"so NO result can be significant at α = {alpha}: {m} tests need at least {needed} seeds "
+                       f"per arm.")
+
+
+def is_baseline_arm(arm: str) -> bool:
+    """Reference baselines (``baseline_*`` arms, see ``mtl_study.baselines``) are never tested by seed."""
+    return str(arm).startswith(BASELINE_ARM_PREFIX)
+
+
+
+def comparison_family(
+    rows: Sequence[Mapping], *, baseline: str = "stl", metric: str = "macro_f1", arm_order: Sequence[str] | None = None,
+    extra_comparisons: Sequence[tuple[str, str]] = (), alpha: float = 0.05, p_adjust: str = "holm",
+) -> list[PairedComparison]:
+    """Every paired test a report runs (each arm vs ``baseline``, then ``extra_comparisons``), adjusted together."""
+    arms_present = sorted({r["arm"] for r in rows if not is_baseline_arm(r["arm"])})
+    comparisons = []
+    if baseline in arms_present:
+        order = list(arm_order or []) + [a for a in arms_present if a not in (arm_order or [])]
+        for arm in order:
+            if arm != baseline and arm in arms_present:
+                comparisons += compare_arms(rows, arm, baseline, metric, alpha=alpha)
+    for a, b in extra_comparisons:
+        if a in arms_present and b in arms_present:
+            comparisons += compare_arms(rows, a, b, metric, alpha=alpha)
+    return adjust_comparisons(comparisons, p_adjust)
+
+
 def compare_arms(
     rows: Sequence[Mapping], arm_a: str, arm_b: str, metric: str, eval_set: str | None = None, alpha: float = 0.05
 ) -> list[PairedComparison]:
@@ -216,23 +338,32 @@ class NegativeTransfer:
                     f"task ({self.metric}).")
         verdict = ("significant" if worst.significant else
                    "not significant" if worst.p_value is not None else "not testable")
+        p_text = f"p = {format_p(worst.p_value)}"
+        if worst.p_adjust != "none":
+            p_text += f", adjusted p ({worst.p_adjust}) = {format_p(worst.adjusted_p_value)}"
         return (
             f"Worst degradation: {worst.arm_a} on {worst.task} ({worst.eval_set}) is "
-            f"{-worst.mean_difference:.3f} {self.metric} below {self.baseline} "
-            f"(p = {format_p(worst.p_value)}, {verdict})."
+            f"{-worst.mean_difference:.3f} {self.metric} below {self.baseline} ({p_text}, {verdict})."
         )
 
 
 def negative_transfer(
     rows: Sequence[Mapping], baseline: str = "stl", metric: str = "macro_f1", eval_set: str | None = None,
-    alpha: float = 0.05,
+    alpha: float = 0.05, p_adjust: str = "holm", family: Sequence[PairedComparison] | None = None,
 ) -> NegativeTransfer:
-    """Multi-task minus single-task, per task and evaluation set, for every arm other than ``baseline``."""
-    arms = sorted({r["arm"] for r in rows} - {baseline})
+    """Multi-task minus single-task, per task and evaluation set, for every arm other than ``baseline``.
+
+    ``family``: the report's adjusted tests (:func:`comparison_family`); the table then takes its comparisons
+    (and their adjusted p-values) from it. Without it, the arm-vs-baseline tests are adjusted among themselves.
+    """
+    if family is not None:
+        comparisons = [c for c in family if c.arm_b == baseline and (eval_set is None or c.eval_set == eval_set)]
+        return NegativeTransfer(baseline=baseline, metric=metric, comparisons=comparisons)
+    arms = sorted({r["arm"] for r in rows if not is_baseline_arm(r["arm"])} - {baseline})
     comparisons = []
     for arm in arms:
         comparisons.extend(compare_arms(rows, arm, baseline, metric, eval_set=eval_set, alpha=alpha))
-    return NegativeTransfer(baseline=baseline, metric=metric, comparisons=comparisons)
+    return NegativeTransfer(baseline=baseline, metric=metric, comparisons=adjust_comparisons(comparisons, p_adjust))
 
 
 def format_p(p_value: float | None) -> str:

@@ -1,0 +1,107 @@
+"""Known-answer controls: the synthetic corpora plant (or withhold) the relation, and the verdicts read the tests right."""
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import REPO_ROOT
+from data_prep.synthetic import SHARED_WORDS
+from data_prep.synthetic_controls import CUE_WORDS, DECOY_WORDS, ControlsConfig, control_examples, controls_datasets
+from mtl_study.controls import control_section, control_specs, control_verdicts
+
+
+def cue_of(text):
+    (cue,) = [w for w in text.rstrip(".").lower().split() if w in CUE_WORDS]
+    return cue
+
+
+def test_the_planted_relation():
+    config = ControlsConfig(train_documents=600, test_documents=600)
+    positive, negative = control_examples("positive", config), control_examples("negative", config)
+    cue_class = {w: i // config.cues_per_class for i, w in enumerate(config.cue_words)}
+    for split in ("train", "test"):
+        for row in positive[split]:
+            latent = cue_class[cue_of(row["text"])]
+            assert row["auxiliary_positive"] == f"aux_{latent}"  # the auxiliary task IS the latent
+            if row["primary_positive"] is not None:
+                assert row["primary_positive"] == f"class_{latent}"
+        for row in negative[split]:
+            words = set(row["text"].rstrip(".").lower().split())
+            assert words <= set(SHARED_WORDS) | set(CUE_WORDS) | set(DECOY_WORDS)
+            decoy = (words & set(DECOY_WORDS)).pop()
+            assert row["auxiliary_negative"] == f"aux_{DECOY_WORDS.index(decoy)}"
+    # scarce primary labels in training only
+    assert sum(r["primary_positive"] is not None for r in positive["train"]) == round(0.10 * 600)
+    assert all(r["primary_negative"] is not None for r in negative["test"])
+    # the negative auxiliary label says nothing about the latent: about a third agree, as by chance
+    pairs = Counter((cue_class[cue_of(r["text"])], r["auxiliary_negative"]) for r in negative["train"])
+    agree = sum(n for (z, aux), n in pairs.items() if aux == f"aux_{z}") / 600
+    assert 0.25 < agree < 0.42
+    random = control_examples("negative", ControlsConfig(negative_auxiliary="random"))
+    assert {r["auxiliary_negative"] for r in random["train"]} == {"aux_0", "aux_1", "aux_2"}
+    assert control_examples("positive", config) == positive  # deterministic
+    assert not set(CUE_WORDS) & set(SHARED_WORDS) and not set(DECOY_WORDS) & (set(SHARED_WORDS) | set(CUE_WORDS))
+
+
+def test_datasets_and_specs():
+    splits = controls_datasets(ControlsConfig(train_documents=20, validation_documents=5, test_documents=5))
+    assert len(splits["train"]) == 40 and set(splits["train"]["control"]) == {"positive", "negative"}
+    negative_rows = splits["train"].filter(lambda r: r["control"] == "negative")
+    assert set(negative_rows["primary_positive"]) == {None} and set(negative_rows["auxiliary_positive"]) == {None}
+    specs = control_specs([0, 1])
+    assert [s.run_id for s in specs[:4]] == ["stl__positive__seed0", "mtl__positive__seed0", "stl__negative__seed0",
+                                             "mtl__negative__seed0"]
+    assert specs[1].tasks == ["primary_positive", "auxiliary_positive"] and specs[0].tasks == ["primary_positive"]
+    assert specs[2].condition == {"control": "negative", "primary_task": "primary_negative"}
+    with pytest.raises(ValueError, match="negative_auxiliary must be one of"):
+        ControlsConfig(negative_auxiliary="noise")
+
+
+def fake_rows(gain_positive, gain_negative, seeds=range(8)):
+    rows = []
+    for control, gain in (("positive", gain_positive), ("negative", gain_negative)):
+        for s in seeds:
+            for arm in ("stl", "mtl"):
+                wobble = 0.01 * ((s * 7) % 5 - 2) if arm == "mtl" else 0.0
+                rows.append({"arm": arm, "seed": s, "task": f"primary_{control}", "eval_set": "test", "metric": "macro_f1",
+                             "control": control, "value": 0.6 + (gain + 0.001 * s + wobble if arm == "mtl" else 0.0)})
+    return rows
+
+
+def test_verdicts():
+    good = {v["control"]: v for v in control_verdicts(fake_rows(0.3, 0.0))}
+    assert good["positive"]["behaved"] and good["positive"]["adjusted_p_value"] == pytest.approx(2 * 2 / 2**8)
+    assert good["negative"]["behaved"] and good["negative"]["adjusted_p_value"] >= 0.05
+    assert "Both controls behaved" in control_section(fake_rows(0.3, 0.0))
+    harmed = {v["control"]: v for v in control_verdicts(fake_rows(0.3, -0.3))}
+    assert harmed["negative"]["behaved"] and harmed["negative"]["harm"] and not harmed["positive"]["harm"]
+    assert "significantly WORSE" in control_section(fake_rows(0.3, -0.3))
+    bad = {v["control"]: v for v in control_verdicts(fake_rows(0.0, 0.3))}  # a "gain" where none can exist
+    assert bad["positive"]["behaved"] is False and bad["negative"]["behaved"] is False
+    assert "did NOT behave" in control_section(fake_rows(0.0, 0.3))
+    few = control_verdicts(fake_rows(0.3, 0.0, seeds=range(6)))  # 2 tests under Holm need 7 seeds
+    assert [v["behaved"] for v in few] == [None, None]
+    assert "untestable" in control_section(fake_rows(0.3, 0.0, seeds=range(6)))
+
+
+def test_recipe_runs_end_to_end_on_a_tiny_backbone(tiny_backbone_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("recipe_transfer_controls", REPO_ROOT / "recipes" / "transfer_controls.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe
+    spec.loader.exec_module(recipe)
+    out = tmp_path / "controls"
+    recipe.main(["--config", str(REPO_ROOT / "recipes" / "configs" / "transfer_controls.yaml"), "--model_name_or_path",
+                 tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1", "--num_frozen_layers", "1"])
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    conditions = {(r["arm"], r["control"], r["primary_task"], r["task"]) for r in rows if r["eval_set"] == "test"}
+    assert conditions == {("stl", "positive", "primary_positive", "primary_positive"),
+                          ("mtl", "positive", "primary_positive", "primary_positive"),
+                          ("mtl", "positive", "primary_positive", "auxiliary_positive"),
+                          ("stl", "negative", "primary_negative", "primary_negative"),
+                          ("mtl", "negative", "primary_negative", "primary_negative"),
+                          ("mtl", "negative", "primary_negative", "auxiliary_negative")}
+    report = (out / "report.md").read_text()
+    assert "## Known-answer controls" in report and "untestable (too few seeds)" in report
