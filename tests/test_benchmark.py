@@ -255,6 +255,7 @@ def test_benchmark_end_to_end_writes_every_figure(tiny_backbone_dir, tmp_path):
         "--train_fixed_steps", "2", "--train_warmup_steps", "1", "--entity_articles", "12",
         "--entity_mentions", "40", "--entity_median_tokens", "300", "--entity_timed_articles", "2",
         "--frozen_cache_steps", "1", "--frozen_cache_max_length", "32", "--frozen_cache_batch_size", "4",
+        "--grid_seeds", "1", "--grid_max_steps", "2",
     ], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "medians over 1 repeats" in completed.stdout and "entity: done" in completed.stderr
@@ -265,3 +266,5 @@ def test_benchmark_end_to_end_writes_every_figure(tiny_backbone_dir, tmp_path):
     assert payload["entity_mentions_kept"] == 1.0
     assert payload["entity_backbone_passes_per_batch"] == 1.0
     assert payload["machine"]["cpu_cores"] >= 1
+    # the grid section ran the main job's grid both ways and got the same rows
+    assert payload["grid_speedup_ray_2_workers"] > 0

@@ -77,6 +77,10 @@ class BenchmarkArguments:
     frozen_cache_dtype: str = field(
         default="float32", metadata={"help": "Storage dtype of the cached states: float32 (exact) or float16."}
     )
+    grid_seeds: int | None = field(
+        default=None, metadata={"help": "Seeds of the main job's grid in the grid section (default 3; quick 2)."})
+    grid_max_steps: int | None = field(
+        default=None, metadata={"help": "Step cap of each run of the grid section (default 24; quick 16)."})
 
     def __post_init__(self):
         unknown = [s for s in self.section_list if s not in SECTIONS]
@@ -96,6 +100,8 @@ class BenchmarkArguments:
             "entity_timed_articles": (20, 6),
             "frozen_cache_steps": (10, 4),
             "frozen_cache_warmup_steps": (2, 1),
+            "grid_seeds": (3, 2),
+            "grid_max_steps": (24, 16),
         }
         for name, (full, quick) in preset.items():
             if getattr(self, name) is None:

@@ -1,6 +1,6 @@
 """The benchmark's sections, in the order they run, and :func:`run_benchmark`, which runs the selected ones.
 
-Adding a section (e.g. ``grid``, whose figure ``grid_speedup_ray_2_workers`` already has its target):
+Adding a section (``grid`` below is one: :mod:`.grid`):
 
 1. write ``run_grid(bench: Benchmark) -> None`` in a new module of this package (:mod:`.frozen_cache` is a
    short example); it measures with the helpers of :mod:`.probes` (``interleaved_timings``, ``median``,
@@ -28,6 +28,7 @@ from .entity import run_entity
 from .export import run_export
 from .figures import Figure
 from .frozen_cache import run_frozen_cache
+from .grid import run_grid
 from .inference import run_inference
 from .probes import describe_machine
 from .training import run_training
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Section] = {
         Section("entity", run_entity),
         Section("export", run_export),
         Section("frozen_cache", run_frozen_cache),
+        Section("grid", run_grid),
     )
 }
 

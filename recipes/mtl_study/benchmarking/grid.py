@@ -1,0 +1,49 @@
+"""Benchmark section "grid": wall time of the main job's grid (architecture comparison: stl, mtl and mtl_adapters
+runs for each seed, on the synthetic corpus and the benchmark's backbone), run sequentially in this process vs
+as Ray tasks on a local 2-worker Ray (``--launcher ray``, one CPU and one torch thread per worker).
+
+Both launches must write the same results rows (:func:`mtl_study.launchers.measure_grid_speedup` raises when
+they differ). The runs are capped at ``grid_max_steps`` steps (validation every 8 steps, early stopping as in the
+main job) so that the section fits a benchmark; the Ray time includes starting Ray and its workers, as a user
+pays them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..config import parse_recipe_args
+from ..launchers import LauncherArguments, measure_grid_speedup
+from ..study import Study
+from .core import Benchmark
+from .figures import Figure
+
+
+def _grid_runner(bench: Benchmark):
+    args = bench.args
+
+    def run_grid(output_dir: Path, launcher: LauncherArguments):
+        argv = ["--model_name_or_path", args.backbone, "--output_dir", str(output_dir),
+                "--seeds", *[str(seed) for seed in range(args.grid_seeds)], "--max_steps", str(args.grid_max_steps),
+                "--save_best_model", "false", "--launcher", launcher.launcher,
+                "--ray_cpus_per_run", str(launcher.ray_cpus_per_run)]
+        if launcher.ray_num_workers:
+            argv += ["--ray_num_workers", str(launcher.ray_num_workers)]
+        experiment, training, model = parse_recipe_args("architecture_comparison", argv)
+        study = Study(experiment, training, model, "architecture_comparison", "grid benchmark", "grid benchmark")
+        return study.run(study.architecture_specs(study.task_names()))
+
+    return run_grid
+
+
+def run_grid(bench: Benchmark) -> None:
+    with tempfile.TemporaryDirectory(prefix="grid_benchmark_") as workdir:
+        result = measure_grid_speedup(_grid_runner(bench), workdir, num_workers=2)
+    bench.figures.append(Figure(
+        "grid_speedup_ray_2_workers",
+        f"Main job's grid ({result['runs']} runs: stl, mtl, mtl_adapters x {bench.args.grid_seeds} seeds, "
+        f"<= {bench.args.grid_max_steps} steps each), wall time: sequential vs Ray with 2 single-threaded workers",
+        result["ray_seconds"], result["sequential_seconds"], "s", result["grid_speedup_ray_2_workers"],
+        f"{result['grid_speedup_ray_2_workers']:.2f}x faster",
+        detail={**result, "same_rows": result["max_abs_difference"] == 0.0}))
