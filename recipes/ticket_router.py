@@ -61,7 +61,17 @@ def load_tickets(output_dir, args, tickets) -> ExperimentData:
                          f"(single-valued: {constant}); nothing to train")
     return ExperimentData(tasks=trained, train=train_val["train"], validation=train_val["validation"],
                           test=rest_test["validation"], source=source, dataset_id="synthetic-tickets" if synthetic else path.stem,
-                          data_dir=str(path.parent), synthetic=synthetic, extra={"counts": table.counts, "constant": constant, "audited": audited})
+                          data_dir=str(path.parent), synthetic=synthetic, load_summary=_skipped_summary(path, table.skipped),
+                          extra={"counts": table.counts, "constant": constant, "audited": audited})
+
+
+def _skipped_summary(path, skipped) -> str:
+    """What the loader dropped (on_error="skip"), for the report's "Data loading" section and the console summary."""
+    if not skipped:
+        return f"{path}: no row skipped"
+    shown = "\n".join(f"  line {line}: {reason}" for line, reason in skipped[:20])
+    more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+    return f"{path}: {len(skipped)} rows skipped\n{shown}{more}"
 
 
 def predictions_and_latency(study, texts, repeats):
