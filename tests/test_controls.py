@@ -102,8 +102,11 @@ def test_recipe_runs_end_to_end_on_a_tiny_backbone(tiny_backbone_dir, tmp_path):
     sys.modules[spec.name] = recipe
     spec.loader.exec_module(recipe)
     out = tmp_path / "controls"
-    recipe.main(["--config", str(REPO_ROOT / "recipes" / "configs" / "transfer_controls.yaml"), "--model_name_or_path",
-                 tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1", "--num_frozen_layers", "1"])
+    # no --config: the recipe runs its YAML (recipes/configs/transfer_controls.yaml) by default
+    recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1",
+                 "--num_frozen_layers", "1"])
+    trained_with = json.loads((out / "runs" / "mtl__negative__seed0" / "training_args.json").read_text())
+    assert trained_with["eval_steps"] == 5 and trained_with["task_sampling"] == "equal"  # the YAML's values
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     conditions = {(r["arm"], r["control"], r["primary_task"], r["task"]) for r in rows if r["eval_set"] == "test"}
     assert conditions == {("stl", "positive", "primary_positive", "primary_positive"),
