@@ -2,24 +2,24 @@
 
 Each document hides one *cue word* among filler words (the filler and cue words of :mod:`data_prep.synthetic`).
 Every latent class ``z`` owns ``cues_per_class`` cue words (8 by default, 24 cue words in all); the document's
-cue word fixes its class. Two document-level tasks are labelled on it:
+cue word fixes its class. The two controls share the SAME texts and the same primary labels; they differ in the
+auxiliary labels only, so whatever separates them is the auxiliary task:
 
 * the **primary** task (``primary_<control>``): ``z``; labels are SCARCE in training (only ``primary_label_rate``
-  of the training texts carry one, so about a third of the cue words never occur in a labelled text), dense on
-  validation and test. A single-task model cannot know the class of a cue word it never saw labelled.
-* the **auxiliary** task (``auxiliary_<control>``), labelled on EVERY training text:
+  of the training texts carry one, so some cue words never occur in a labelled text), dense on validation and
+  test. A single-task model cannot know the class of a cue word it never saw labelled.
+* the **auxiliary** task (``auxiliary_<control>``), labelled on EVERY training text and on no validation or test
+  text (it is a training signal only: every arm selects its checkpoint and is scored on the primary task alone):
 
   - ``positive`` control: the same latent ``z`` under other label names. Learning it teaches the shared encoder
     to map every cue word to its class, which is what the primary head needs and cannot learn from its few
     labels: a multi-task model must beat the single-task model on the primary task.
-  - ``negative`` control: a label that carries no information about ``z``, so a multi-task model must not be
-    significantly BETTER than the single-task one (it may be worse: the unrelated task competes for the encoder). By default (``negative_auxiliary="decoy"``) it is the class
-    of a second planted *decoy* word (one decoy word per class), drawn independently of the cue (every text of
-    both controls carries one, so the two corpora differ only in their auxiliary labels). ``"random"`` draws the label at random,
-    independent of the text; a shared encoder then memorises noise, and on the default settings that HURTS
-    the primary task significantly: it tests negative transfer from label noise, not the absence of transfer.
+  - ``negative`` control: a label drawn at random, independent of the text (its own seeded generator, so the
+    texts are those of the positive control), over ``negative_auxiliary_classes`` classes (2: the least noise a
+    model could memorise). Nothing in it can help or steer the primary task, so the difference between a
+    multi-task and a single-task model must not be significant in either direction.
 
-If a study pipeline finds no gain on the positive control, or a "significant" difference on the negative one,
+If a study pipeline finds no gain on the positive control, or a significant difference on the negative one,
 the pipeline (not multi-task learning) is what is being measured. The corpora are deterministic for a seed
 and take milliseconds to build.
 """
@@ -31,18 +31,18 @@ from dataclasses import dataclass
 
 import datasets
 
-from .synthetic import DOMAIN_WORDS, NARRATIVE_CUES, SUBNARRATIVE_CUES, _filler_sentence
+from .synthetic import NARRATIVE_CUES, SUBNARRATIVE_CUES, _filler_sentence
 from modeling.vocabulary import DOCUMENT, SINGLE_LABEL
 
 CONTROLS = ("positive", "negative")
-#: Words that never occur in the filler (the shared words), so a document's cue and decoy are unambiguous.
+#: Words that never occur in the filler (the shared words), so a document's cue is unambiguous.
 CUE_WORDS = NARRATIVE_CUES + SUBNARRATIVE_CUES
-DECOY_WORDS = DOMAIN_WORDS["CC"]
-NEGATIVE_AUXILIARIES = ("decoy", "random")
+SPLITS = ("train", "validation", "test")
+
 
 @dataclass
 class ControlsConfig:
-    """Sizes of the control corpora (the same for both controls)."""
+    """Sizes of the control corpora (the same texts for both controls)."""
 
     seed: int = 0
     train_documents: int = 240
@@ -51,17 +51,15 @@ class ControlsConfig:
     primary_label_rate: float = 0.10  # share of training texts with a primary label: the primary task is scarce
     num_classes: int = 3
     cues_per_class: int = 8
+    negative_auxiliary_classes: int = 2  # classes of the negative control's random auxiliary label
     min_words: int = 12
     max_words: int = 20
-    negative_auxiliary: str = "decoy"  # decoy | random (see the module docstring)
 
     def __post_init__(self):
-        if self.negative_auxiliary not in NEGATIVE_AUXILIARIES:
-            raise ValueError(f"negative_auxiliary must be one of {list(NEGATIVE_AUXILIARIES)}, got {self.negative_auxiliary!r}")
         if not 0 < self.primary_label_rate <= 1:
             raise ValueError(f"primary_label_rate must be in (0, 1], got {self.primary_label_rate}")
-        if self.num_classes < 2 or self.cues_per_class < 1:
-            raise ValueError("num_classes must be >= 2 and cues_per_class >= 1")
+        if self.num_classes < 2 or self.cues_per_class < 1 or self.negative_auxiliary_classes < 2:
+            raise ValueError("num_classes and negative_auxiliary_classes must be >= 2 and cues_per_class >= 1")
         if self.num_classes * self.cues_per_class > len(CUE_WORDS):
             raise ValueError(f"num_classes * cues_per_class must be <= {len(CUE_WORDS)} (the cue words available)")
         if not 0 < self.min_words <= self.max_words:
@@ -93,12 +91,14 @@ def control_tasks(control: str, config: ControlsConfig | None = None) -> list[di
     config = config or ControlsConfig()
     primary = {"name": primary_task_name(control), "level": DOCUMENT, "problem_type": SINGLE_LABEL,
                "labels": [f"class_{k}" for k in range(config.num_classes)]}
+    auxiliary_classes = config.num_classes if control == "positive" else config.negative_auxiliary_classes
     auxiliary = {"name": auxiliary_task_name(control), "level": DOCUMENT, "problem_type": SINGLE_LABEL,
-                 "labels": [f"aux_{k}" for k in range(config.num_classes)]}
+                 "labels": [f"aux_{k}" for k in range(auxiliary_classes)]}
     return [primary, auxiliary]
 
 
-def _document(rng: random.Random, config: ControlsConfig, control: str, labelled_primary: bool) -> dict:
+def _document(rng: random.Random, config: ControlsConfig) -> tuple[str, int]:
+    """A text hiding one cue word among shared filler words, and its latent class."""
     cues = config.cue_words
     cue_index = rng.randrange(len(cues))
     words = []
@@ -106,40 +106,36 @@ def _document(rng: random.Random, config: ControlsConfig, control: str, labelled
     while len(words) < target:  # the shared filler only (lexical_shift=0): no domain words, no cue words
         words += _filler_sentence(rng, "URW", 0.0).rstrip(".").lower().split()
     words = words[:target]
-    # One decoy word per class, independent of the cue: the decoy says nothing about the latent. A single word per
-    # class makes the decoy task quick to learn, so its gradient fades instead of competing with the primary task.
-    decoy_class = rng.randrange(config.num_classes)
-    words.insert(rng.randint(0, len(words)), DECOY_WORDS[decoy_class])
     words.insert(rng.randint(0, len(words)), cues[cue_index])
-    latent = cue_index // config.cues_per_class
-    if control == "positive":
-        auxiliary = latent
-    elif config.negative_auxiliary == "decoy":
-        auxiliary = decoy_class
-    else:
-        auxiliary = rng.randrange(config.num_classes)
-    primary, aux = control_tasks(control, config)
-    return {
-        "text": " ".join(words).capitalize() + ".",
-        "mentions": [],
-        primary["name"]: primary["labels"][latent] if labelled_primary else None,
-        aux["name"]: aux["labels"][auxiliary],
-    }
+    return " ".join(words).capitalize() + ".", cue_index // config.cues_per_class
 
 
 def control_examples(control: str, config: ControlsConfig | None = None) -> dict[str, list[dict]]:
     """``{"train", "validation", "test"}`` -> multi-task example dicts of one control (columns: doc_id, text,
     mentions, control, and the control's two task columns)."""
     config = config or ControlsConfig()
-    rng = random.Random(f"transfer-control-{control}-{config.seed}")
+    primary, auxiliary = control_tasks(control, config)
+    texts = random.Random(f"transfer-control-texts-{config.seed}")  # the same texts and primary labels for both controls
+    noise = random.Random(f"transfer-control-negative-auxiliary-{config.seed}")  # independent of the texts
     sizes = {"train": config.train_documents, "validation": config.validation_documents, "test": config.test_documents}
     out = {}
-    for split, size in sizes.items():
+    for split in SPLITS:
+        size = sizes[split]
         # Exactly round(rate * size) training texts carry a primary label (at least one per class).
         labelled = set(range(size)) if split != "train" else set(
-            rng.sample(range(size), max(config.num_classes, round(config.primary_label_rate * size))))
-        out[split] = [{"doc_id": f"{control}_{split}_{i:05d}", "control": control,
-                       **_document(rng, config, control, i in labelled)} for i in range(size)]
+            texts.sample(range(size), max(config.num_classes, round(config.primary_label_rate * size))))
+        rows = []
+        for i in range(size):
+            text, latent = _document(texts, config)
+            if split != "train":
+                aux = None  # a training signal only: selection and scores use the primary task alone
+            elif control == "positive":
+                aux = auxiliary["labels"][latent]
+            else:
+                aux = auxiliary["labels"][noise.randrange(len(auxiliary["labels"]))]
+            rows.append({"doc_id": f"{control}_{split}_{i:05d}", "control": control, "text": text, "mentions": [],
+                         primary["name"]: primary["labels"][latent] if i in labelled else None, auxiliary["name"]: aux})
+        out[split] = rows
     return out
 
 
@@ -149,7 +145,7 @@ def controls_datasets(config: ControlsConfig | None = None) -> dict[str, dataset
     task_columns = [t["name"] for c in CONTROLS for t in control_tasks(c, config)]
     per_control = {c: control_examples(c, config) for c in CONTROLS}
     out = {}
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         rows = [{**{t: None for t in task_columns}, **row} for c in CONTROLS for row in per_control[c][split]]
         features = datasets.Features({
             "doc_id": datasets.Value("string"), "text": datasets.Value("string"), "control": datasets.Value("string"),
@@ -158,4 +154,3 @@ def controls_datasets(config: ControlsConfig | None = None) -> dict[str, dataset
         })
         out[split] = datasets.Dataset.from_list(rows, features=features)
     return out
-

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from data_prep.synthetic import SHARED_WORDS
-from data_prep.synthetic_controls import CUE_WORDS, DECOY_WORDS, ControlsConfig, control_examples, controls_datasets
+from data_prep.synthetic_controls import CUE_WORDS, ControlsConfig, control_examples, controls_datasets
 from mtl_study.controls import control_section, control_specs, control_verdicts
 
 
@@ -25,25 +25,33 @@ def test_the_planted_relation():
     for split in ("train", "test"):
         for row in positive[split]:
             latent = cue_class[cue_of(row["text"])]
-            assert row["auxiliary_positive"] == f"aux_{latent}"  # the auxiliary task IS the latent
+            assert set(row["text"].rstrip(".").lower().split()) <= set(SHARED_WORDS) | set(CUE_WORDS)
+            if split == "train":
+                assert row["auxiliary_positive"] == f"aux_{latent}"  # the auxiliary task IS the latent
             if row["primary_positive"] is not None:
                 assert row["primary_positive"] == f"class_{latent}"
-        for row in negative[split]:
-            words = set(row["text"].rstrip(".").lower().split())
-            assert words <= set(SHARED_WORDS) | set(CUE_WORDS) | set(DECOY_WORDS)
-            decoy = (words & set(DECOY_WORDS)).pop()
-            assert row["auxiliary_negative"] == f"aux_{DECOY_WORDS.index(decoy)}"
+        # the controls differ in their auxiliary labels only
+        assert ([(r["text"], r["primary_negative"]) for r in negative[split]]
+                == [(r["text"], r["primary_positive"]) for r in positive[split]])
+        if split != "train":  # the auxiliary task is a training signal only
+            assert {r["auxiliary_positive"] for r in positive[split]} == {r["auxiliary_negative"] for r in negative[split]} == {None}
     # scarce primary labels in training only
     assert sum(r["primary_positive"] is not None for r in positive["train"]) == round(0.10 * 600)
     assert all(r["primary_negative"] is not None for r in negative["test"])
-    # the negative auxiliary label says nothing about the latent: about a third agree, as by chance
-    pairs = Counter((cue_class[cue_of(r["text"])], r["auxiliary_negative"]) for r in negative["train"])
-    agree = sum(n for (z, aux), n in pairs.items() if aux == f"aux_{z}") / 600
-    assert 0.25 < agree < 0.42
-    random = control_examples("negative", ControlsConfig(negative_auxiliary="random"))
-    assert {r["auxiliary_negative"] for r in random["train"]} == {"aux_0", "aux_1", "aux_2"}
+    # the negative auxiliary label is independent of the text: balanced within every latent class
+    per_class = Counter((cue_class[cue_of(r["text"])], r["auxiliary_negative"]) for r in negative["train"])
+    assert {aux for _, aux in per_class} == {"aux_0", "aux_1"}
+    for z in range(config.num_classes):
+        share = per_class[z, "aux_0"] / (per_class[z, "aux_0"] + per_class[z, "aux_1"])
+        assert 0.38 < share < 0.62
+    # ... and of the cue word itself: the same cue word carries both labels
+    labels_of_cue = {}
+    for r in negative["train"]:
+        labels_of_cue.setdefault(cue_of(r["text"]), set()).add(r["auxiliary_negative"])
+    assert sum(len(labels) == 2 for labels in labels_of_cue.values()) >= 0.9 * len(labels_of_cue)
     assert control_examples("positive", config) == positive  # deterministic
-    assert not set(CUE_WORDS) & set(SHARED_WORDS) and not set(DECOY_WORDS) & (set(SHARED_WORDS) | set(CUE_WORDS))
+    assert control_examples("negative", ControlsConfig(seed=1))["train"] != negative["train"]
+    assert not set(CUE_WORDS) & set(SHARED_WORDS)
 
 
 def test_datasets_and_specs():
@@ -56,8 +64,8 @@ def test_datasets_and_specs():
                                              "mtl__negative__seed0"]
     assert specs[1].tasks == ["primary_positive", "auxiliary_positive"] and specs[0].tasks == ["primary_positive"]
     assert specs[2].condition == {"control": "negative", "primary_task": "primary_negative"}
-    with pytest.raises(ValueError, match="negative_auxiliary must be one of"):
-        ControlsConfig(negative_auxiliary="noise")
+    with pytest.raises(ValueError, match="negative_auxiliary_classes must be >= 2"):
+        ControlsConfig(negative_auxiliary_classes=1)
 
 
 def fake_rows(gain_positive, gain_negative, seeds=range(8)):
@@ -76,9 +84,10 @@ def test_verdicts():
     assert good["positive"]["behaved"] and good["positive"]["adjusted_p_value"] == pytest.approx(2 * 2 / 2**8)
     assert good["negative"]["behaved"] and good["negative"]["adjusted_p_value"] >= 0.05
     assert "Both controls behaved" in control_section(fake_rows(0.3, 0.0))
+    # two-sided: a significant LOSS on the negative control is a failure too (nothing there can help or hurt)
     harmed = {v["control"]: v for v in control_verdicts(fake_rows(0.3, -0.3))}
-    assert harmed["negative"]["behaved"] and harmed["negative"]["harm"] and not harmed["positive"]["harm"]
-    assert "significantly WORSE" in control_section(fake_rows(0.3, -0.3))
+    assert harmed["negative"]["behaved"] is False and harmed["positive"]["behaved"]
+    assert "did NOT behave" in control_section(fake_rows(0.3, -0.3))
     bad = {v["control"]: v for v in control_verdicts(fake_rows(0.0, 0.3))}  # a "gain" where none can exist
     assert bad["positive"]["behaved"] is False and bad["negative"]["behaved"] is False
     assert "did NOT behave" in control_section(fake_rows(0.0, 0.3))
@@ -93,15 +102,16 @@ def test_recipe_runs_end_to_end_on_a_tiny_backbone(tiny_backbone_dir, tmp_path):
     sys.modules[spec.name] = recipe
     spec.loader.exec_module(recipe)
     out = tmp_path / "controls"
-    recipe.main(["--config", str(REPO_ROOT / "recipes" / "configs" / "transfer_controls.yaml"), "--model_name_or_path",
-                 tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1", "--num_frozen_layers", "1"])
+    # no --config: the recipe runs its YAML (recipes/configs/transfer_controls.yaml) by default
+    recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1",
+                 "--num_frozen_layers", "1"])
+    trained_with = json.loads((out / "runs" / "mtl__negative__seed0" / "training_args.json").read_text())
+    assert trained_with["eval_steps"] == 5 and trained_with["task_sampling"] == "equal"  # the YAML's values
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     conditions = {(r["arm"], r["control"], r["primary_task"], r["task"]) for r in rows if r["eval_set"] == "test"}
     assert conditions == {("stl", "positive", "primary_positive", "primary_positive"),
                           ("mtl", "positive", "primary_positive", "primary_positive"),
-                          ("mtl", "positive", "primary_positive", "auxiliary_positive"),
                           ("stl", "negative", "primary_negative", "primary_negative"),
-                          ("mtl", "negative", "primary_negative", "primary_negative"),
-                          ("mtl", "negative", "primary_negative", "auxiliary_negative")}
+                          ("mtl", "negative", "primary_negative", "primary_negative")}
     report = (out / "report.md").read_text()
     assert "## Known-answer controls" in report and "untestable (too few seeds)" in report

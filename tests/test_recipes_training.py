@@ -47,3 +47,14 @@ def test_primary_metric_averaged_over_the_tasks_for_model_selection():
     metrics = {"eval_validation_a_micro_f1": 0.5, "eval_validation_b_micro_f1": 0.7, "eval_validation_b_macro_f1": 0.1}
     MeanPrimaryMetric("micro_f1", ["a", "b"]).on_evaluate(None, None, None, metrics=metrics)
     assert metrics["eval_mean_micro_f1"] == 0.6
+
+
+def test_task_unlabelled_on_validation_is_left_out_as_in_model_selection():
+    # a task without validation labels reports no F1 (e.g. the auxiliary task of the known-answer controls)
+    history = [{"step": 4, "eval_validation_a_micro_f1": 0.3}, {"step": 8, "eval_validation_a_micro_f1": 0.6},
+               {"step": 12, "eval_validation_a_micro_f1": 0.5}]
+    summary = training_summary(fake_trainer(history, patience_counter=2), "micro_f1", ["a", "b"])
+    assert summary["evaluations"] == 3 and summary["best_step"] == 8 and summary["best_validation"] == 0.6
+    metrics = {"eval_validation_a_micro_f1": 0.6}
+    MeanPrimaryMetric("micro_f1", ["a", "b"]).on_evaluate(None, None, None, metrics=metrics)
+    assert metrics["eval_mean_micro_f1"] == summary["best_validation"]

@@ -1,15 +1,17 @@
 """Known-answer controls for the study pipeline (``recipes/transfer_controls.py``).
 
-Two synthetic corpora (:mod:`data_prep.synthetic_controls`) whose answer is known: on the *positive* control the
-auxiliary task shares the latent factor the scarce primary task needs, so multi-task training must beat the
-single-task model on the primary task; on the *negative* control the auxiliary labels carry nothing about the
-primary task, so the pipeline must NOT report a significant gain. :func:`control_verdicts` checks both with the
-same paired Wilcoxon tests (adjusted over the two primary-task tests) that every report uses.
+Two synthetic corpora (:mod:`data_prep.synthetic_controls`) with the same texts and the same scarce primary
+labels, whose answer is known: on the *positive* control the auxiliary task shares the latent factor the primary
+task needs, so multi-task training must beat the single-task model on the primary task; on the *negative*
+control the auxiliary labels are random, independent of the text, so no significant difference may appear, in
+either direction. :func:`control_verdicts` checks both with the same paired Wilcoxon tests (adjusted over the two
+primary-task tests) that every report uses.
 
-The negative control's criterion is one-sided on purpose: an unrelated auxiliary task competes for the shared
-layer, and in our measurements (3 seeds, default settings) it HURT the primary task by about 0.1 macro-F1, with
-a decoy-word auxiliary task as with random labels (-0.39), at 40 and at 80 steps. That is real negative
-transfer, which the pipeline should report, not a false gain; the section says so when it happens.
+stl and mtl differ only through the auxiliary task: same texts, same primary labels, same seeds, same backbone
+and frozen layers, same step cap; both select their checkpoint and stop early on the primary task's validation
+score (the auxiliary task is unlabelled on validation), so neither arm is judged at an arbitrary point of its
+training. A significant loss on the negative control therefore means the pipeline gives one arm an unequal
+chance (a budget, a selection or a sampling artefact), which it must not.
 """
 
 from __future__ import annotations
@@ -84,9 +86,8 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
     """Did each control behave? mtl vs stl on its primary task, paired by seed, adjusted over the controls.
 
     Returns one dict per control: ``control, task, mean_difference, n_pairs, p_value, adjusted_p_value, expected,
-    behaved`` (positive: mtl better with adjusted p < alpha; negative: no significant gain; None when too few
-    seeds make adjusted p < alpha unreachable, so neither verdict means anything) and ``harm`` (mtl significantly
-    worse: negative transfer).
+    behaved`` (positive: mtl better with adjusted p < alpha; negative: no significant difference either way; None
+    when too few seeds make adjusted p < alpha unreachable, so neither verdict means anything).
     """
     comparisons = []
     for control in CONTROLS:
@@ -101,13 +102,13 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
             expected = f"mtl > stl, adjusted p < {alpha}"
             behaved = c.mean_difference > 0 and c.significant
         else:
-            expected = f"no significant gain (mtl ≤ stl or adjusted p ≥ {alpha})"
-            behaved = not (c.mean_difference > 0 and c.significant)
+            expected = f"no significant difference (adjusted p ≥ {alpha})"
+            behaved = not c.significant
         if min_adjusted_p_value(c.n_pairs, len(comparisons), p_adjust) >= alpha:
             behaved = None  # no seed count this small can reach significance: neither verdict means anything
         verdicts.append({"control": control, "task": c.task, "mean_difference": c.mean_difference, "n_pairs": c.n_pairs,
                          "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "expected": expected,
-                         "behaved": behaved, "harm": c.mean_difference < 0 and c.significant, "comparison": c})
+                         "behaved": behaved, "comparison": c})
     return verdicts
 
 
@@ -124,12 +125,10 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
                             f"adjusted p ({p_adjust})", "Expected", "Behaved"], body)
     failed = [v["control"] for v in verdicts if v["behaved"] is False]
     verdict = ("**Too few seeds to check the controls.**" if any(v["behaved"] is None for v in verdicts) and not failed else
-               "**Both controls behaved: the pipeline detects the planted transfer and reports no gain where none can exist.**"
+               "**Both controls behaved: the pipeline detects the planted transfer and no difference where none can exist.**"
                if not failed else
                f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
-               f"until that is explained** (too few seeds or steps, a bug, or a too weak planted relation).")
+               f"until that is explained** (runs not converged, an arm given an unequal budget or selection, a bug, or a too "
+               f"weak planted relation).")
     requirement = significance_requirement([v["comparison"] for v in verdicts], alpha, p_adjust)
-    harmed = [v["control"] for v in verdicts if v["harm"]]
-    notes = [f"On the {', '.join(harmed)} control mtl is significantly WORSE than stl: negative transfer (the auxiliary "
-             f"task competes with the primary task for the shared encoder), which the pipeline rightly reports."] if harmed else []
-    return "\n\n".join([table, requirement, verdict, *notes])
+    return "\n\n".join([table, requirement, verdict])

@@ -100,9 +100,10 @@ def validation_curve(log_history: Sequence[dict], primary_metric: str, tasks: Se
     """
     curve = []
     for entry in log_history:
-        keys = [f"eval_{VALIDATION}_{t}_{primary_metric}" for t in tasks]
-        if all(k in entry for k in keys):
-            curve.append((int(entry["step"]), float(sum(entry[k] for k in keys) / len(keys))))
+        # The tasks the evaluation scored, as MeanPrimaryMetric averages them: a task unlabelled on validation has none.
+        values = [entry[k] for k in (f"eval_{VALIDATION}_{t}_{primary_metric}" for t in tasks) if k in entry]
+        if values:
+            curve.append((int(entry["step"]), float(sum(values) / len(values))))
     return curve
 
 
