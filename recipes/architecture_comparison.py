@@ -9,11 +9,15 @@ Every run evaluates the validation set every ``--eval_steps``, stops after ``--e
 evaluations without improvement of ``--primary_metric`` (the epoch count is only a cap), and reloads its best
 checkpoint before the test evaluation; run_summary.json says how each run stopped.
 
+The defaults train the top 2 of MiniLM's 6 layers (the frozen 4 run once per window: ``--cache_frozen_layers``).
+With only the top layer trained, entity framing stayed below a TF-IDF + logistic-regression baseline (test
+macro-F1 0.72 vs 0.94); with two, every arm beats every baseline in the report.
+
 The adapter arm is a real contender at the defaults: its LoRA adapters (rank 16, alpha 32) sit on EVERY linear
-layer (query, key, value, the attention output and both feed-forward layers) of the trainable top layer only.
+layer (query, key, value, the attention output and both feed-forward layers) of the trainable layers only.
 Adapters inside the frozen layers would stay frozen with them (they never learn) and the attention-only r=8
-default trained ~30k parameters, too few to learn both tasks in a short run; these train ~0.11M per task
-(0.23M in all, against 1.78M for mtl's trainable top layer); on seed 0 this arm reached the best validation score.
+default trained ~30k parameters, too few to learn both tasks in a short run; these train ~0.11M per task and
+layer, against 3.55M for mtl's two trainable layers (the report's capacity table shows both).
 
     accelerate launch recipes/architecture_comparison.py                 # synthetic corpus, MiniLM, 6 seeds
     accelerate launch recipes/architecture_comparison.py --config recipes/configs/architecture_comparison.yaml \
