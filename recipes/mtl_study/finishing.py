@@ -56,7 +56,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     frozen = f"{m.num_frozen_layers} (run in eval mode: no dropout)"
     if a.cache_frozen_layers and m.num_frozen_layers > 0:
         frozen += "; their output cached once per window and re-used by every epoch, seed and arm"
-    setup = {"recipe": study.recipe, "data": study.data.source, "backbone": m.model_name_or_path,
+    setup = {"recipe": study.recipe, "data": study.data.source, "backbone": _hub_id_of(m.model_name_or_path),
              "seeds": a.seeds, "max_length / stride": f"{m.max_length} / {m.stride}",
              "frozen layers": frozen, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
              "learning rate (encoder / heads)": f"{t.learning_rate} / {t.head_learning_rate or t.learning_rate}",
