@@ -136,7 +136,7 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
                "--main_process_port", str(free_port()), str(RECIPE),
                *recipe_args(tiny_backbone_dir, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "1",
-                            "--save_steps", "4")]
+                            "--save_steps", "4", "--early_stopping_patience", "0")]  # the full epoch: steps checked below
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=420, cwd=REPO_ROOT)  # a hang fails
     console = result.stdout + result.stderr
     assert result.returncode == 0, f"2-process recipe failed:\n{console[-6000:]}"

@@ -21,12 +21,19 @@ from .figures import Figure
 
 
 def _grid_runner(bench: Benchmark):
+    from transformers import AutoConfig
+
+    from ..config import ModelArguments
+
     args = bench.args
+    # the main job's frozen layers, or all but the top one on a shallower backbone (the tests' tiny one)
+    layers = AutoConfig.from_pretrained(args.backbone).num_hidden_layers
+    frozen = min(ModelArguments.__dataclass_fields__["num_frozen_layers"].default, layers - 1)
 
     def run_grid(output_dir: Path, launcher: LauncherArguments):
         argv = ["--model_name_or_path", args.backbone, "--output_dir", str(output_dir),
                 "--seeds", *[str(seed) for seed in range(args.grid_seeds)], "--max_steps", str(args.grid_max_steps),
-                "--save_best_model", "false", "--launcher", launcher.launcher,
+                "--save_best_model", "false", "--num_frozen_layers", str(frozen), "--launcher", launcher.launcher,
                 "--ray_cpus_per_run", str(launcher.ray_cpus_per_run)]
         if launcher.ray_num_workers:
             argv += ["--ray_num_workers", str(launcher.ray_num_workers)]
