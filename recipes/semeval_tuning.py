@@ -192,10 +192,9 @@ def run(options: argparse.Namespace) -> dict:
         for a, p in zip(test_rows, predictions)
     ]
     scores["domain_constrained"] = official_metrics(gold, submission_from_predictions(test_rows, constrained, specs), classes)
-    all_rows = list(articles["id"])
-    index = {article_id: i for i, article_id in enumerate(all_rows)}
-    rows_of = lambda split: [index[i] for i in split["id"]]  # noqa: E731
-    reference = baselines(list(articles), rows_of(train) + rows_of(validation), rows_of(test), narrative_spec,
+    row_of = {article_id: i for i, article_id in enumerate(articles["id"])}  # the probe's embeddings follow this order
+    fit_rows = [row_of[i] for i in [*train["id"], *validation["id"]]]
+    reference = baselines(list(articles), fit_rows, [row_of[i] for i in test["id"]], narrative_spec,
                           options.probe_cache, classes)
     distinct = len({tuple(sorted(p[name]["prediction"])) for p in predictions})
     result = {
