@@ -211,3 +211,23 @@ def test_an_arm_has_one_colour_in_every_figure():
 def test_dataclasses_are_the_three_parsed_ones():
     parsed = parse()
     assert [type(a) for a in parsed] == [ExperimentArguments, StudyTrainingArguments, ModelArguments]
+
+
+def test_cpu_threads_default_to_the_cores_split_among_processes():
+    """accelerate launch exports OMP_NUM_THREADS=1; a CPU study uses its cores unless --cpu_threads says otherwise."""
+    import os
+
+    import torch
+
+    from mtl_study.study import use_cpu_threads
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        assert use_cpu_threads(None, 1) == cores and torch.get_num_threads() == cores
+        assert use_cpu_threads(None, cores * 4) == 1
+        assert use_cpu_threads(1, 1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="--cpu_threads"):
+        parse_recipe_args("r", ["--cpu_threads", "0", "--model_name_or_path", "x"])

@@ -76,6 +76,7 @@ class ExperimentArguments(LauncherArguments):
     p_adjust: str = field(default="holm", metadata={"help": "Adjustment of the p-values of all the paired tests of a report for multiple comparisons: holm (family-wise error), bh (Benjamini-Hochberg false discovery rate) or none. 'Significant' always means adjusted p < alpha."})
     early_stopping_patience: int = field(default=2, metadata={"help": "Stop a run after this many evaluations without improvement of the primary metric on validation (0: never stop early)."})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement of the primary metric that resets the patience."})
+    cpu_threads: Optional[int] = field(default=None, metadata={"help": "Torch threads per process when training on CPU with the sequential launcher. Default: the CPU cores available divided among the processes of the launch (accelerate launch exports OMP_NUM_THREADS=1, which would leave cores idle). Ray workers use --ray_cpus_per_run threads."})
     cache_frozen_layers: bool = field(default=True, metadata={"help": "Compute the output of the frozen embeddings + lowest num_frozen_layers layers once per window and re-use it in every epoch, seed and arm (cached in <output_dir>/cache). Applies when the frozen part holds no trainable parameter; the frozen layers always run in eval mode (no dropout), with or without the cache. --cache_frozen_layers false to switch it off."})
     save_best_model: bool = field(default=True, metadata={"help": "Keep the best seed of each arm under <output_dir>/best/<arm> with tokenizer and model card (pushed with --push_to_hub --hub_model_id)."})
 
@@ -96,6 +97,8 @@ class ExperimentArguments(LauncherArguments):
             raise ValueError(f"--eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"--alpha must be in (0, 1), got {self.alpha}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"--cpu_threads must be >= 1, got {self.cpu_threads}")
         if self.synthetic_num_documents < 8:
             raise ValueError(f"--synthetic_num_documents must be >= 8, got {self.synthetic_num_documents}")
         if not 1 <= self.synthetic_min_words <= self.synthetic_max_words:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -88,6 +89,8 @@ class Study:
         self.recipe, self.title, self.question = recipe, title, question
         # First fixes the process group (CPU/gloo when asked or without accelerator), before anything else does.
         state = distributed_state(training.use_cpu)
+        if experiment.launcher == "sequential" and wants_cpu(training.use_cpu):
+            use_cpu_threads(experiment.cpu_threads, state.num_processes)
         self.output_dir = Path(training.output_dir)
         self.started = time.time()
         print(f"[{recipe}] output folder: {self.output_dir.resolve()}", flush=True)
@@ -317,3 +320,17 @@ class Study:
 
     def _is_main(self) -> bool:
         return distributed_state(self.training.use_cpu).is_main_process
+
+
+def use_cpu_threads(requested: int | None, num_processes: int) -> int:
+    """Set this process's torch threads for CPU training: ``requested``, or the CPU cores available to this
+    process divided among the processes of the launch. ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` when
+    nothing sets it, which would leave all but one core idle in a single-process study."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = requested or max(1, cores // max(1, num_processes))
+    if torch.get_num_threads() != threads:
+        logger.info("CPU training: %d torch threads per process (%d cores, %d processes)", threads, cores, num_processes)
+        torch.set_num_threads(threads)
+    return threads
