@@ -41,7 +41,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     rows = list(rows)
     tasks = list(tasks or sorted({r["task"] for r in rows}))
     shift = study.shift_statistics(tasks)
-    specs = getattr(study, "specs", [])
+    specs = study.specs
     histories = {s.run_id: (s.arm, study.runner.history_of(s)) for s in specs} if study.runner else {}
     held_out = [r for r in rows if r["eval_set"] != VALIDATION]
     report_rows = held_out or rows
@@ -69,7 +69,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     sections = list(extra_sections)
     if study.data.load_summary:
         sections.append(("Data loading", "```\n" + study.data.load_summary.strip() + "\n```"))
-    failed = getattr(study.last_rows, "failed", {}) if hasattr(study, "last_rows") else {}
+    failed = getattr(study.last_rows, "failed", {})
     if failed:
         sections.append(("Failed runs", "\n".join(f"- `{run_id}`: {error}" for run_id, error in sorted(failed.items()))
                          + "\n\nTheir rows are absent from every table; relaunch the same command to run them again."))

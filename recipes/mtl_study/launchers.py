@@ -256,6 +256,9 @@ def mtl_run(key: str, payload: bytes, task: RunTask, cpus_per_run: float, consol
 
         _WORKER_FUNCTIONS.clear()  # a new launch: drop the previous one's Study
         apply_console_settings(console)
+        # Not a load from a file: `payload` is the run function this launch's driver pickled in memory and handed
+        # to Ray with the task (Ray's own transport is pickle too); nothing on disk is ever unpickled here, so a
+        # planted file in the output folder cannot reach this line. weights_only applies to torch.load only.
         _WORKER_FUNCTIONS[key] = cloudpickle.loads(payload)
     return execute_run(_WORKER_FUNCTIONS[key], task, cpus_per_run)
 

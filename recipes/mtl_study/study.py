@@ -106,6 +106,8 @@ class Study:
         self.tokenizer = AutoTokenizer.from_pretrained(model.model_name_or_path)
         self._encoded: dict = {}
         self.runner: ExperimentRunner | None = None
+        self.specs: list[RunSpec] = []
+        self.last_rows: list[dict] = []  # what run() returned last: a list with .failed (runs that failed)
 
     # ------------------------------------------------------------------ tasks and grids
     def task_names(self, granularity: str | None = None) -> list[str]:
