@@ -126,14 +126,20 @@ def test_unpicklable_run_function_fails_before_any_run(ray_cluster, tmp_path):
 
 
 def test_measure_grid_speedup_compares_identical_rows(ray_cluster, tmp_path):
-    def run_grid(output_dir: Path, launcher_args: LauncherArguments):
+    threads_asked = []
+
+    def run_grid(output_dir: Path, launcher_args: LauncherArguments, cpu_threads=None):
+        threads_asked.append((launcher_args.launcher, cpu_threads))
         return ExperimentRunner(output_dir, run_of(), launcher_args=launcher_args).run(grid(seeds=(0,)))
 
     figures = measure_grid_speedup(run_grid, tmp_path, num_workers=2)
     assert figures["rows"] == 8 and figures["max_abs_difference"] == 0.0
-    assert figures["grid_speedup_ray_2_workers"] == pytest.approx(figures["sequential_seconds"] / figures["ray_seconds"])
+    assert threads_asked == [("sequential", 1), ("sequential", None), ("ray", None)]
+    assert figures["grid_speedup_ray_2_workers"] == pytest.approx(figures["sequential_1_thread_seconds"] / figures["ray_seconds"])
+    assert figures["grid_speedup_ray_2_workers_vs_all_cores"] == pytest.approx(
+        figures["sequential_seconds"] / figures["ray_seconds"])
 
-    def different_grid(output_dir: Path, launcher_args: LauncherArguments):
+    def different_grid(output_dir: Path, launcher_args: LauncherArguments, cpu_threads=None):
         seeds = (0,) if launcher_args.launcher == "sequential" else (1,)
         return ExperimentRunner(output_dir, run_of(), launcher_args=launcher_args).run(grid(seeds=seeds))
 
@@ -183,3 +189,74 @@ def test_a_real_study_grid_on_ray_workers(ray_cluster, tiny_backbone_dir, tmp_pa
     assert rows.failed == {} and {r["seed"] for r in rows} == {0, 1}
     ((folder, info),) = best_models(tmp_path)
     assert folder.name == "mtl" and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+
+
+def test_the_runner_prepares_only_the_pending_runs_before_the_first_starts(tmp_path):
+    calls = []
+
+    def run(spec, run_dir, resume):
+        calls.append(("run", spec.run_id))
+        return cheap_run(spec, run_dir, resume)
+
+    run.prepare = lambda specs: calls.append(("prepare", [s.run_id for s in specs]))
+    ExperimentRunner(tmp_path, run).run(grid(seeds=(0,)))
+    assert calls[0] == ("prepare", ["stl__a__seed0", "stl__b__seed0", "mtl__seed0"]) and len(calls) == 4
+    calls.clear()
+    ExperimentRunner(tmp_path, run).run(grid(seeds=(0, 1)))  # seed 0 finished: only seed 1 is prepared and run
+    assert calls[0] == ("prepare", ["stl__a__seed1", "stl__b__seed1", "mtl__seed1"])
+    assert [c[1] for c in calls[1:]] == ["stl__a__seed1", "stl__b__seed1", "mtl__seed1"]
+
+
+def test_ray_submits_the_longest_expected_run_first(monkeypatch):
+    """Adapters first before any run finished (prior), then by the observed mean duration of each arm."""
+    pytest.importorskip("ray")
+    from mtl_study.launchers import RayLauncher, RunTask
+
+    launcher = RayLauncher(LauncherArguments(launcher="ray"))
+    started = []
+    launcher._limit, launcher._on_start = 1, lambda task: started.append(task.spec.run_id)
+    launcher._function_key = launcher._function_ref = launcher._console = None
+
+    class Remote:
+        def remote(self, *args):
+            return object()
+
+    launcher._remote = Remote()
+    specs = [RunSpec("stl", 0, ["a"], sharing="stl", tag="a"), RunSpec("mtl", 0, ["a", "b"]),
+             RunSpec("mtl_adapters", 0, ["a", "b"], sharing="adapters"), RunSpec("stl", 1, ["a"], sharing="stl", tag="a")]
+    for spec in specs:
+        launcher._waiting.append(RunTask(spec, Path("."), None))
+    launcher._fill()
+    assert started == ["mtl_adapters__seed0"]
+    launcher._in_flight.clear()
+    launcher._seconds_by_arm = {"mtl_adapters": [8.0], "stl": [5.0], "mtl": [3.0]}  # stl measured slower than mtl
+    launcher._fill()
+    assert started[1] == "stl__a__seed0"
+    launcher._in_flight.clear()
+    launcher._fill()
+    launcher._in_flight.clear()
+    launcher._fill()
+    assert started[2:] == ["stl__a__seed1", "mtl__seed0"]
+
+
+def test_study_prepare_encodes_and_caches_the_frozen_prefix_once_before_the_runs(tiny_backbone_dir, tmp_path):
+    """After `prepare`, the sets every run uses are memoised and their frozen-prefix cache files exist, so that
+    parallel workers neither redo nor race on them."""
+    from mtl_study.config import parse_recipe_args
+    from mtl_study.study import Study
+
+    parsed = parse_recipe_args("architecture_comparison", [
+        "--model_name_or_path", tiny_backbone_dir, "--output_dir", str(tmp_path), "--seeds", "0", "1", "--max_steps", "1",
+        "--synthetic_num_documents", "16", "--max_length", "32", "--num_frozen_layers", "1"])
+    study = Study(*parsed, "architecture_comparison", "title", "question")
+    specs = study.architecture_specs(study.task_names())
+    run = study.make_run_function()
+    assert not (tmp_path / "cache").exists() and not study._encoded
+    run.prepare(specs)
+    caches = sorted(p.name for p in (tmp_path / "cache").glob("frozen_prefix_*.arrow"))
+    # training sets: one per single task and one multi-task set (shared by mtl and mtl_adapters), plus the
+    # validation and test sets encoded for each of those task lists
+    assert len(study._encoded) == 9 and len(caches) == 9
+    encoded = dict(study._encoded)
+    run.prepare(specs)  # nothing new the second time
+    assert study._encoded == encoded and sorted(p.name for p in (tmp_path / "cache").glob("frozen_prefix_*.arrow")) == caches

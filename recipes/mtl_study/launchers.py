@@ -89,6 +89,9 @@ class SequentialLauncher:
     def __init__(self):
         self._queue: deque[RunTask] = deque()
 
+    def start(self) -> None:
+        """Nothing to start: the runs execute in this process."""
+
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         self._run_function, self._on_start = run_function, on_start
 
@@ -173,16 +176,12 @@ class RayLauncher:
         self._started_ray = False
         self._waiting: deque[RunTask] = deque()
         self._in_flight: dict = {}  # ObjectRef -> RunTask
+        self._seconds_by_arm: dict[str, list[float]] = {}  # durations of finished runs (for the submission order)
 
-    def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
+    def start(self) -> None:
+        """Start (or join) the Ray cluster and warm one worker per slot, without waiting for the workers: their
+        imports (torch, transformers, this project: several seconds) overlap with the driver's data preparation."""
         ray = self._ray
-        from ray import cloudpickle
-
-        try:  # fail before the first run, with the culprit named, rather than at the first submission
-            payload = cloudpickle.dumps(run_function)
-        except Exception as error:
-            raise TypeError(f"the run function {run_function!r} cannot be shipped to Ray workers (cloudpickle): "
-                            f"{type(error).__name__}: {error}") from error
         if not ray.is_initialized():
             address = self.args.ray_address or os.environ.get("RAY_ADDRESS")
             local_cpus = None
@@ -202,20 +201,48 @@ class RayLauncher:
         if self.args.ray_gpus_per_run:
             fits = min(fits, resources.get("GPU", 0) // self.args.ray_gpus_per_run)
         self._limit = self.args.ray_num_workers or max(1, int(fits))
-        self._function_ref = ray.put(payload)  # shipped once, not once per run
+        options = {"num_cpus": self.args.ray_cpus_per_run, "num_gpus": self.args.ray_gpus_per_run, "max_retries": 0}
+        self._remote = ray.remote(mtl_run).options(**options)
+        # Ray hands later tasks of the same shape to these (now idle, imported) worker processes.
+        self._warming = [ray.remote(warm_worker).options(**options).remote() for _ in range(self._limit)]
+
+    def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
+        """Ship the run function (pickled now, after the driver's preparation, so that what it prepared travels
+        with it) to the cluster, once for all runs."""
+        from ray import cloudpickle
+
+        if not hasattr(self, "_remote"):
+            self.start()
+        try:  # fail before the first run, with the culprit named, rather than at the first submission
+            payload = cloudpickle.dumps(run_function)
+        except Exception as error:
+            raise TypeError(f"the run function {run_function!r} cannot be shipped to Ray workers (cloudpickle): "
+                            f"{type(error).__name__}: {error}") from error
+        self._function_ref = self._ray.put(payload)  # shipped once, not once per run
         self._function_key = uuid.uuid4().hex
         self._console = console_settings()
-        self._remote = ray.remote(mtl_run).options(
-            num_cpus=self.args.ray_cpus_per_run, num_gpus=self.args.ray_gpus_per_run, max_retries=0)
         self._on_start = on_start
 
     def submit(self, task: RunTask) -> None:
         self._waiting.append(task)
         self._fill()
 
+    def _expected_seconds(self, task: RunTask) -> float:
+        """How long `task` should take: the mean of its arm's finished runs, else a prior (adapters train about
+        twice as slowly per step as hard sharing) scaled by the runs seen so far."""
+        arm = task.spec.arm
+        if self._seconds_by_arm.get(arm):
+            return sum(self._seconds_by_arm[arm]) / len(self._seconds_by_arm[arm])
+        prior = 2.0 if task.spec.sharing == "adapters" else 1.0
+        seen = [s for times in self._seconds_by_arm.values() for s in times]
+        return prior * (sum(seen) / len(seen) if seen else 1.0)
+
     def _fill(self) -> None:
+        # Longest expected run first: with N slots the grid then ends with short runs on every worker, not with
+        # one long run while the other workers sit idle.
         while self._waiting and len(self._in_flight) < self._limit:
-            task = self._waiting.popleft()
+            task = max(self._waiting, key=self._expected_seconds)  # the first of equals: grid order otherwise
+            self._waiting.remove(task)
             self._on_start(task)
             ref = self._remote.remote(self._function_key, self._function_ref, task, self.args.ray_cpus_per_run, self._console)
             self._in_flight[ref] = task
@@ -231,6 +258,8 @@ class RayLauncher:
             result = ray.get(ref)
         except ray.exceptions.RayError as error:
             result = error
+        else:
+            self._seconds_by_arm.setdefault(task.spec.arm, []).append(time.time() - task.started)
         self._fill()
         return task, result
 
@@ -242,6 +271,20 @@ class RayLauncher:
         if self._started_ray:
             self._ray.shutdown()
             self._started_ray = False
+
+
+def warm_worker() -> int:
+    """A Ray task that imports what every run needs, so that the first run in this worker does not pay for it."""
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import data_prep  # noqa: F401
+    import modeling  # noqa: F401
+    from mtl_study import study  # noqa: F401
+
+    return os.getpid()
 
 
 #: Run functions already unpickled in this worker process, by launch: a worker that executes several runs of
@@ -276,42 +319,54 @@ def iterate(launcher) -> Iterator[tuple[RunTask, "RunOutcome | BaseException"]]:
         yield launcher.next_done()
 
 
-def measure_grid_speedup(run_grid: Callable[[Path, LauncherArguments], Sequence[Mapping]], workdir: str | Path,
-                         num_workers: int = 2, atol: float = 0.0) -> dict:
-    """Wall time of one grid run sequentially vs with the Ray launcher and ``num_workers`` single-threaded workers.
+def measure_grid_speedup(run_grid: Callable[..., Sequence[Mapping]], workdir: str | Path, num_workers: int = 2,
+                         atol: float = 0.0) -> dict:
+    """Wall time of one grid run with the Ray launcher and ``num_workers`` single-threaded workers vs sequentially,
+    the sequential launch once with one torch thread per run (the resources each Ray run gets: the speedup of
+    running runs side by side) and once with every core (the study's default ``--cpu_threads``: what Ray adds
+    on top of intra-op threads on this machine).
 
     Args:
-        run_grid: ``run_grid(output_dir, launcher_args) -> rows`` runs the grid into a fresh ``output_dir`` with
-            that launcher (e.g. a recipe's ``main`` with ``--launcher ...``) and returns its results rows.
-        workdir: parent of the two output folders (``sequential/``, ``ray/``).
+        run_grid: ``run_grid(output_dir, launcher_args, cpu_threads=None) -> rows`` runs the grid into a fresh
+            ``output_dir`` with that launcher and that many torch threads per sequential process (None: the
+            study's default) and returns its results rows.
+        workdir: parent of the output folders (``sequential/``, ``sequential_1_thread/``, ``ray/``).
         num_workers: concurrent runs under Ray, one CPU (and one torch thread) each; a local Ray started for the
             measurement gets that many CPUs, and its start-up counts in the Ray time (a user pays it too).
-        atol: largest accepted difference between the two launches' values of a row (0: identical).
+        atol: largest accepted difference between two launches' values of a row (0: identical).
 
-    Returns ``{"grid_speedup_ray_<n>_workers", "sequential_seconds", "ray_seconds", "runs", "rows",
-    "max_abs_difference", "num_workers"}``; raises AssertionError when the two launches' rows differ (which rows).
+    Returns ``{"grid_speedup_ray_<n>_workers" (vs one thread per run), "grid_speedup_ray_<n>_workers_vs_all_cores",
+    "sequential_seconds", "sequential_1_thread_seconds", "ray_seconds", "runs", "rows", "max_abs_difference",
+    "num_workers"}``; raises AssertionError when the launches' rows differ (which rows).
     """
     workdir = Path(workdir)
     timings, results, run_counts = {}, {}, {}
-    for name, args in (("sequential", LauncherArguments()),
-                       ("ray", LauncherArguments(launcher="ray", ray_cpus_per_run=1, ray_num_workers=num_workers))):
+    launches = (("sequential_1_thread", LauncherArguments(), 1), ("sequential", LauncherArguments(), None),
+                ("ray", LauncherArguments(launcher="ray", ray_cpus_per_run=1, ray_num_workers=num_workers), None))
+    for name, args, threads in launches:
         started = time.perf_counter()
-        rows = run_grid(workdir / name, args)
+        rows = run_grid(workdir / name, args, cpu_threads=threads)
         timings[name] = time.perf_counter() - started
         if getattr(rows, "failed", None):
             raise AssertionError(f"the {name} launch had failed runs: {sorted(rows.failed)}")
         results[name] = {(r["arm"], r["seed"], r["task"], r["eval_set"], r["metric"]): float(r["value"]) for r in rows}
         run_counts[name] = len({r.get("run_id") for r in rows})
-    sequential, parallel = results["sequential"], results["ray"]
-    if sequential.keys() != parallel.keys():
-        raise AssertionError(f"the two launches' rows differ: only sequential {sorted(sequential.keys() - parallel.keys())[:5]}, "
-                             f"only ray {sorted(parallel.keys() - sequential.keys())[:5]}")
-    differences = {key: abs(sequential[key] - parallel[key]) for key in sequential}
-    worst = max(differences, key=differences.get, default=None)
-    if worst is not None and differences[worst] > atol:
-        raise AssertionError(f"the two launches' values differ by up to {differences[worst]:.3g} (> atol {atol}), e.g. {worst}: "
-                             f"{sequential[worst]} sequential vs {parallel[worst]} ray")
-    return {f"grid_speedup_ray_{num_workers}_workers": timings["sequential"] / timings["ray"],
-            "sequential_seconds": timings["sequential"], "ray_seconds": timings["ray"],
-            "runs": run_counts["sequential"], "rows": len(sequential),
-            "max_abs_difference": differences[worst] if worst is not None else 0.0, "num_workers": num_workers}
+    reference = results["sequential"]
+    worst_difference = 0.0
+    for name in ("sequential_1_thread", "ray"):
+        other = results[name]
+        if reference.keys() != other.keys():
+            raise AssertionError(f"the sequential and {name} launches' rows differ: only sequential "
+                                 f"{sorted(reference.keys() - other.keys())[:5]}, only {name} {sorted(other.keys() - reference.keys())[:5]}")
+        differences = {key: abs(reference[key] - other[key]) for key in reference}
+        worst = max(differences, key=differences.get, default=None)
+        if worst is not None and differences[worst] > atol:
+            raise AssertionError(f"the sequential and {name} launches' values differ by up to {differences[worst]:.3g} "
+                                 f"(> atol {atol}), e.g. {worst}: {reference[worst]} vs {other[worst]}")
+        if worst is not None:
+            worst_difference = max(worst_difference, differences[worst])
+    return {f"grid_speedup_ray_{num_workers}_workers": timings["sequential_1_thread"] / timings["ray"],
+            f"grid_speedup_ray_{num_workers}_workers_vs_all_cores": timings["sequential"] / timings["ray"],
+            "sequential_seconds": timings["sequential"], "sequential_1_thread_seconds": timings["sequential_1_thread"],
+            "ray_seconds": timings["ray"], "runs": run_counts["sequential"], "rows": len(reference),
+            "max_abs_difference": worst_difference, "num_workers": num_workers}

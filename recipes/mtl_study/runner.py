@@ -199,7 +199,9 @@ class ExperimentRunner:
             reachable under the same path from every worker (a shared file system or cluster storage).
         run_function: ``fn(spec, run_dir, resume_from_checkpoint) -> RunOutcome``; it must save resumable
             checkpoints under ``run_dir / "checkpoints"`` and its trained model under :func:`run_model_dir`.
-            With the Ray launcher it is pickled (cloudpickle) and executed in worker processes.
+            With the Ray launcher it is pickled (cloudpickle) and executed in worker processes. When it has a
+            ``prepare(specs)`` attribute, the driver calls it with the pending runs before launching them (after
+            the launcher started, before the function is pickled): work shared by runs belongs there.
         primary_metric: metric whose mean over tasks picks each arm's best run.
         selection_eval_set: evaluation set used for that choice (None: all).
         save_best: keep each arm's best model under ``best/``.
@@ -310,6 +312,12 @@ class ExperimentRunner:
 
         try:
             if todo:
+                launcher.start()  # Ray: the cluster and its workers come up while the driver prepares the data
+                prepare = getattr(self.run_function, "prepare", None)
+                if prepare is not None:
+                    began = time.time()
+                    prepare(todo)
+                    logger.info("prepared the data of %d run(s) in %.1f s", len(todo), time.time() - began)
                 launcher.open(self.run_function, on_start)
             for spec in todo:
                 launcher.submit(self._task(spec, attempt=1))

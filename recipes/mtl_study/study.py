@@ -201,7 +201,9 @@ class Study:
         eval_sets_for = eval_sets_for or self.default_eval_sets
         metric = self.args.primary_metric
 
-        def run(spec: RunSpec, run_dir: Path, resume: str | None) -> RunOutcome:
+        def data_of(spec: RunSpec):
+            """The run's encoded training, validation and evaluation sets (memoised: see `encode`), and the tasks
+            scored on each evaluation set."""
             train = encoded_train_for(spec) if encoded_train_for else self.encode(examples_for(spec), spec.tasks)
             validation = self.encode(self.data.validation, spec.tasks, key=VALIDATION)
             eval_sets = dict(eval_sets_for(spec))
@@ -209,14 +211,33 @@ class Study:
             for name, tasks in scored.items():
                 check_eval_tasks(name, tasks, spec.tasks)
             encoded_eval = {name: self.encode(ds, spec.tasks, key=f"eval::{name}::{ds._fingerprint}") for name, ds in eval_sets.items()}
+            return train, validation, encoded_eval, scored
 
+        def new_model(spec: RunSpec):
+            set_seed(spec.seed)  # the heads are initialised here: the seed must cover them, not only the trainer
+            return MultiTaskModel.from_backbone(self.model_args.model_name_or_path, self.data.specs(spec.tasks),
+                                                sharing="adapters" if spec.sharing == "adapters" else "hard",
+                                                **self.model_args.model_options(spec.sharing))
+
+        def prepare(specs: Sequence[RunSpec]) -> None:
+            """In the driver, before any run starts: encode every run's sets and build every frozen-prefix cache
+            once. A sequential launch only does this work earlier; a parallel one ships the encoded sets to its
+            workers with the run function and finds the caches on disk, instead of every worker redoing both at
+            once at its first run."""
+            built: set = set()
+            for spec in specs:
+                train, validation, encoded_eval, _ = data_of(spec)
+                key = (id(train), id(validation), tuple(id(ds) for ds in encoded_eval.values()), spec.sharing)
+                if self.args.cache_frozen_layers and key not in built:
+                    built.add(key)
+                    self._with_frozen_prefix(new_model(spec), train, validation, encoded_eval)
+
+        def run(spec: RunSpec, run_dir: Path, resume: str | None) -> RunOutcome:
+            train, validation, encoded_eval, scored = data_of(spec)
             args = self.training_arguments(spec, run_dir)
             if self._is_main():  # what this run was trained with, readable (the checkpoints' copy is deleted)
                 atomic_write_text(run_dir / "training_args.json", args.to_json_string())
-            set_seed(spec.seed)  # the heads are initialised here: the seed must cover them, not only the trainer
-            model = MultiTaskModel.from_backbone(self.model_args.model_name_or_path, self.data.specs(spec.tasks),
-                                                 sharing="adapters" if spec.sharing == "adapters" else "hard",
-                                                 **self.model_args.model_options(spec.sharing))
+            model = new_model(spec)
             if self.args.cache_frozen_layers:
                 train, validation, encoded_eval = self._with_frozen_prefix(model, train, validation, encoded_eval)
             evaluates = args.eval_strategy != "no"
@@ -254,6 +275,7 @@ class Study:
             return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), model_dir=model_dir,
                               extra={"train_rows": len(train), **summary, **parameters})
 
+        run.prepare = prepare  # the runner calls it on the pending runs before launching them
         return run
 
     def _with_frozen_prefix(self, model, train, validation, encoded_eval):
