@@ -11,6 +11,10 @@ extra columns are ignored); it is required when the model has an entity-framing 
 before the model is loaded: a missing folder, an empty or undecodable document, an unknown article, an offset out
 of range or a mention text that differs from the document fail with a message naming the file and line.
 Writes ``OUT_DIR/subtask-1-annotations.txt`` and/or ``OUT_DIR/subtask-2-annotations.txt``.
+
+Narratives are decoded within the article's domain (from its id, ``EN_UA_*`` / ``EN_CC_*``: labels of the other
+domain are dropped, ``Other`` stays; see :func:`data_prep.semeval_official.constrain_to_domain`);
+``--no-domain-constraint`` writes the model's plain predictions instead.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .semeval import SemEvalFormatError, utf16_offset_table
-from .semeval_official import Submission, read_tsv_lines, submission_from_predictions, task_roles
+from .semeval_official import (
+    Submission,
+    constrain_predictions_to_domain,
+    read_tsv_lines,
+    submission_from_predictions,
+    task_roles,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +137,10 @@ def write_submission(
     out: str | Path,
     mentions: str | Path | None = None,
     batch_size: int = 16,
+    domain_constraint: bool = True,
 ) -> Submission:
-    """Validate the inputs, predict with the saved model and write the submission files to ``out``."""
+    """Validate the inputs, predict with the saved model and write the submission files to ``out``; narratives are
+    constrained to each article's domain unless ``domain_constraint`` is False."""
     model_dir, out = Path(model_dir), Path(out)
     tasks = _model_tasks(model_dir)
     roles = task_roles(tasks)
@@ -152,6 +164,8 @@ def write_submission(
         batch_size=batch_size,
         return_scores=True,
     )
+    if domain_constraint and (roles.narrative_fine or roles.narrative_coarse):
+        predictions = constrain_predictions_to_domain(articles, predictions, model.config.tasks, model.config.thresholds_of)
     submission = submission_from_predictions(articles, predictions, model.config.tasks)
     for path in submission.write(out):
         logger.info("wrote %s", path)
@@ -165,10 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mentions", type=Path, help="subtask-1-entity-mentions.txt (or an annotation file)")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the submission files to")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    parser.add_argument("--no-domain-constraint", dest="domain_constraint", action="store_false",
+                        help="write the model's narratives as predicted, without restricting them to the article's domain")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size)
+        submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size,
+                                      args.domain_constraint)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -72,17 +72,6 @@ def three_way_split(articles, test_fraction: float, validation_fraction: float, 
     return inner["train"], inner["validation"], outer["validation"]
 
 
-def constrain_to_domain(article_id: str, scored: dict, labels, thresholds) -> list[str]:
-    """Labels of ``scored`` (predict's ``{"scores": ...}``) passing their thresholds, keeping only the article's domain
-    (and ``Other``); nothing left -> the best-scoring allowed label."""
-    from data_prep.taxonomy import OTHER, domain_of_article_id, domain_of_label
-
-    domain = domain_of_article_id(article_id)
-    allowed = [label for label in labels if label == OTHER or domain is None or domain_of_label(label) == domain]
-    kept = [label for label, t in zip(labels, thresholds) if label in allowed and scored["scores"][label] >= t]
-    return kept or [max(allowed, key=scored["scores"].__getitem__)]
-
-
 def baselines(articles, train_rows, test_rows, spec, probe_cache: Path, classes) -> dict:
     """All-``Other`` and the frozen MiniLM + logistic-regression probe on the same test articles."""
     import numpy as np
@@ -121,7 +110,7 @@ def run(options: argparse.Namespace) -> dict:
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
 
     from data_prep import encode_for_model, load_semeval, semeval_tasks, to_multitask_examples
-    from data_prep.semeval_official import submission_from_articles, submission_from_predictions
+    from data_prep.semeval_official import constrain_to_domain, submission_from_articles, submission_from_predictions
     from data_prep.semeval_official_metrics import load_official_classes, official_metrics
     from data_prep.taxonomy import load_narrative_taxonomy
     from modeling import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments

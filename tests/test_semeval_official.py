@@ -320,6 +320,25 @@ def test_submit_end_to_end_and_score(inputs, capsys):
     assert all(0.0 <= scores[name] <= 1.0 for name in METRIC_NAMES)
 
 
+def test_submit_keeps_narratives_in_the_article_domain_unless_told_not_to(inputs):
+    """The tiny random model spreads its narratives over both domains; the default submission keeps, per article,
+    only its own domain's labels and `Other`; --no-domain-constraint writes the plain predictions."""
+    from data_prep.taxonomy import domain_of_article_id, domain_of_label
+
+    root, documents, mentions, _, saved_model, _ = inputs
+    command = ["--model", str(saved_model), "--documents", str(documents), "--mentions", str(mentions)]
+    assert submit_main([*command, "--out", str(root / "constrained")]) == 0
+    assert submit_main([*command, "--out", str(root / "plain"), "--no-domain-constraint"]) == 0
+
+    def foreign(folder):
+        return sum(1 for line in Submission.read(folder).narratives
+                   for label in (*line.narratives, *line.subnarratives)
+                   if domain_of_label(label) not in (None, domain_of_article_id(line.article_id)))
+
+    assert foreign(root / "constrained") == 0
+    assert foreign(root / "plain") > 0  # else this test could not fail
+
+
 def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_factory, capsys):
     root, documents, mentions, _, saved_model, _ = inputs
     broken_model = tmp_path_factory.mktemp("config_only")

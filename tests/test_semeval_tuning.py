@@ -4,7 +4,8 @@ import json
 
 import datasets
 
-from semeval_tuning import constrain_to_domain, summary_table, three_way_split
+from data_prep.semeval_official import constrain_to_domain
+from semeval_tuning import summary_table, three_way_split
 
 LABELS = ["Other", "URW: Praise of Russia: Other", "URW: Discrediting Ukraine: Other", "CC: Amplifying Climate Fears: Other"]
 
