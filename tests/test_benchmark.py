@@ -16,6 +16,7 @@ from mtl_study.benchmarking.probes import backbone_module, count_calls, describe
 REQUIRED_KEYS = {
     "inference_speedup", "inference_memory_ratio", "train_throughput_ratio_varied", "train_overhead_fixed",
     "entity_token_ratio", "entity_time_ratio", "export_max_abs_diff", "frozen_cache_step_speedup",
+    "frozen_cache_share_of_attainable", "grid_speedup_ray_2_workers", "grid_speedup_ray_2_workers_vs_all_cores",
 }
 
 
@@ -217,7 +218,7 @@ def test_frozen_cache_section_times_both_variants_on_the_same_training(tiny_back
     batches from the same weights, so the cached step computes the same loss as the full one."""
     args = BenchmarkArguments(backbone=tiny_backbone_dir, sections="frozen_cache", quick=True,
                               frozen_cache_steps=2, frozen_cache_max_length=24, frozen_cache_batch_size=4)
-    (figure,) = run_benchmark(args).figures
+    figure, share = run_benchmark(args).figures
     assert figure.key == "frozen_cache_step_speedup" and figure.target == ">= 2.5" and figure.unit == "s/step"
     assert figure.ratio == pytest.approx(figure.baseline / figure.ours) and figure.ours > 0
     detail = figure.detail
@@ -225,7 +226,12 @@ def test_frozen_cache_section_times_both_variants_on_the_same_training(tiny_back
     assert [detail[name] for name in sizes] == [1, 2, 24, 4]
     assert detail["cache_dtype"] == "float32" and detail["cache_build_s"] > 0
     assert detail["cache_windows"] == (args.frozen_cache_warmup_steps + 2) * 4
-    assert {name: len(times) for name, times in detail["step_seconds"].items()} == {"full": 2, "cached": 2}
+    assert {name: len(times) for name, times in detail["step_seconds"].items()} == {"full": 2, "cached": 2, "prefix": 2}
+    # the ceiling of any cache: full step / (full step - the frozen prefix's forward), timed alongside
+    assert 0 < detail["prefix_forward_s"] == share.detail["prefix_forward_s"]
+    assert detail["attainable_speedup"] == pytest.approx(figure.baseline / (figure.baseline - detail["prefix_forward_s"]))
+    assert share.key == "frozen_cache_share_of_attainable" and share.target == ""
+    assert share.ratio == pytest.approx(figure.ratio / detail["attainable_speedup"])
     first = detail["first_step_loss"]
     assert math.isfinite(first["full"]) and first["cached"] == pytest.approx(first["full"], rel=1e-5, abs=1e-6)
     assert detail["loss_max_abs_diff"] < 1e-4 and detail["ratio_cpu_time"] > 0
