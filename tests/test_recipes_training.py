@@ -58,3 +58,51 @@ def test_task_unlabelled_on_validation_is_left_out_as_in_model_selection():
     metrics = {"eval_validation_a_micro_f1": 0.6}
     MeanPrimaryMetric("micro_f1", ["a", "b"]).on_evaluate(None, None, None, metrics=metrics)
     assert metrics["eval_mean_micro_f1"] == summary["best_validation"]
+
+
+def test_a_multi_task_run_goes_on_while_any_task_still_improves():
+    """The mean stalls for two evaluations while task b still improves: the mean-only stopper stops the run,
+    ours only once no task improves for `patience` evaluations; a single-task run stops as the mean-only one."""
+    from transformers import TrainerControl
+
+    from mtl_study.training import EveryTaskEarlyStopping
+
+    args = SimpleNamespace(metric_for_best_model="mean_micro_f1", greater_is_better=True)
+    # (a, b): a saturates then drifts down, b keeps learning, the mean stays at 0.5 (binary fractions: exact means)
+    scores = [(0.25, 0.25), (0.75, 0.25), (0.625, 0.375), (0.5, 0.5), (0.5, 0.5), (0.5, 0.5)]
+
+    def stopping_step(stopper):
+        state, control = SimpleNamespace(best_metric=None), TrainerControl()
+        for step, (a, b) in enumerate(scores, start=1):
+            metrics = {"eval_validation_a_micro_f1": a, "eval_validation_b_micro_f1": b}
+            MeanPrimaryMetric("micro_f1", ["a", "b"]).on_evaluate(args, state, control, metrics=metrics)
+            stopper.on_evaluate(args, state, control, metrics)
+            if state.best_metric is None or metrics["eval_mean_micro_f1"] > state.best_metric:  # as the Trainer does
+                state.best_metric = metrics["eval_mean_micro_f1"]
+            if control.should_training_stop:
+                return step
+        return None
+
+    assert stopping_step(EarlyStoppingCallback(early_stopping_patience=2)) == 4
+    assert stopping_step(EveryTaskEarlyStopping(2, 0.0, "micro_f1", ["a", "b"])) == 6
+    assert stopping_step(EveryTaskEarlyStopping(2, 0.0, "micro_f1", ["a"])) == 4  # one task: the mean decides
+    # its state survives a resume (transformers rebuilds it from `state()`)
+    stopper = EveryTaskEarlyStopping(3, 0.01, "micro_f1", ["a", "b"])
+    stopper.best_per_task = {"a": 0.9}
+    exported = stopper.state()
+    rebuilt = EveryTaskEarlyStopping(**exported["args"])
+    for name, value in exported["attributes"].items():
+        setattr(rebuilt, name, value)
+    assert rebuilt.tasks == ["a", "b"] and rebuilt.best_per_task == {"a": 0.9} and rebuilt.early_stopping_patience == 3
+
+
+def test_the_step_cap_still_stops_a_run_whose_task_improves():
+    from transformers import TrainerControl
+
+    from mtl_study.training import EveryTaskEarlyStopping
+
+    args = SimpleNamespace(metric_for_best_model="mean_micro_f1", greater_is_better=True)
+    control = TrainerControl(should_training_stop=True)  # set earlier in the step (e.g. max_steps reached)
+    metrics = {"eval_validation_a_micro_f1": 0.5, "eval_validation_b_micro_f1": 0.5, "eval_mean_micro_f1": 0.5}
+    EveryTaskEarlyStopping(2, 0.0, "micro_f1", ["a", "b"]).on_evaluate(args, SimpleNamespace(best_metric=None), control, metrics)
+    assert control.should_training_stop

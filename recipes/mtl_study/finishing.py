@@ -63,7 +63,8 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
              "batch size": t.per_device_train_batch_size,
              "loss weighting / task sampling": f"{t.loss_weighting} / {t.task_sampling}",
              "model selection": f"{selection_metric(a.primary_metric)} on validation every {t.eval_steps} steps, "
-                                f"early stopping patience {a.early_stopping_patience}",
+                                f"early stopping after {a.early_stopping_patience} evaluations in which neither the "
+                                f"mean nor any task's {a.primary_metric} improved",
              "decision thresholds": f"tuned on validation ({t.threshold_strategy})",
              "p-value adjustment": a.p_adjust, **study.data.describe()}
     sections = list(extra_sections)

@@ -1,5 +1,5 @@
 """What one run adds to ``MultiTaskTrainer``: the primary metric on validation as the model-selection metric,
-early stopping, a compact console line per logging step, and the run's training summary (how it stopped,
+early stopping (until no task improves any more), a compact console line per logging step, and the run's training summary (how it stopped,
 its best and last validation scores) that the runner writes into ``runs/<run_id>/run_summary.json``."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
 from transformers import EarlyStoppingCallback, TrainerCallback
 
 #: The evaluation set the trainer evaluates during training (early stopping, best checkpoint, thresholds).
@@ -33,6 +34,45 @@ class MeanPrimaryMetric(TrainerCallback):
         values = [metrics[k] for k in (f"eval_{VALIDATION}_{t}_{self.metric}" for t in self.tasks) if k in metrics]
         if values:
             metrics[f"eval_{selection_metric(self.metric)}"] = float(sum(values) / len(values))
+
+
+class EveryTaskEarlyStopping(EarlyStoppingCallback):
+    """Early stopping for a multi-task run: stops after ``early_stopping_patience`` evaluations in which neither the
+    selection metric (the mean over tasks) nor ANY task's primary metric improved by more than the threshold on
+    its best so far. With the mean alone, a run stops as soon as its fast tasks saturate, while a slower task is
+    still learning (measured on the synthetic ticket table: the urgency head needed 72 steps alone, and the
+    multi-task run stopped at step 40 with it at 0.65 validation macro-F1): that compares budgets, not
+    architectures. The best checkpoint is still the one with the best mean. A single-task run behaves exactly as
+    :class:`~transformers.EarlyStoppingCallback`."""
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float | None = 0.0,
+                 primary_metric: str = "macro_f1", tasks: Sequence[str] = ()):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
+        self.primary_metric, self.tasks = primary_metric, list(tasks)
+        self.best_per_task: dict[str, float] = {}
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        stop_before = control.should_training_stop  # another callback's stop (e.g. the step cap) must stand
+        super().on_evaluate(args, state, control, metrics, **kwargs)  # counts evaluations without a better mean
+        better = np.greater if args.greater_is_better else np.less
+        task_improved = False
+        for task in self.tasks:
+            value = metrics.get(f"eval_{VALIDATION}_{task}_{self.primary_metric}")
+            if value is None:
+                continue
+            best = self.best_per_task.get(task)
+            if best is None or (better(value, best) and abs(value - best) > (self.early_stopping_threshold or 0.0)):
+                self.best_per_task[task] = float(value)
+                task_improved = True
+        if task_improved and len(self.tasks) > 1:
+            self.early_stopping_patience_counter = 0
+            control.should_training_stop = stop_before
+
+    def state(self) -> dict:
+        exported = super().state()
+        exported["args"].update(primary_metric=self.primary_metric, tasks=self.tasks)
+        exported["attributes"]["best_per_task"] = dict(self.best_per_task)
+        return exported
 
 
 class CompactProgress(TrainerCallback):
@@ -88,7 +128,7 @@ def run_callbacks(primary_metric: str, tasks: Sequence[str], patience: int, thre
     """The callbacks of one run, in the order they must run (the metric first, then early stopping)."""
     callbacks: list[TrainerCallback] = [MeanPrimaryMetric(primary_metric, tasks)]
     if evaluates and patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold))
+        callbacks.append(EveryTaskEarlyStopping(patience, threshold, primary_metric, tasks))
     return callbacks
 
 
