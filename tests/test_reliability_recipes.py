@@ -141,7 +141,7 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
     console = result.stdout + result.stderr
     assert result.returncode == 0, f"2-process recipe failed:\n{console[-6000:]}"
     assert "unused parameters" not in console.lower() and "find_unused_parameters" not in console
-    assert console.count("[runner] 1 runs in the grid") == 2, "expected two processes, each taking the same decisions"
+    assert console.count("[runner] 1 run in the grid") == 2, "expected two processes, each taking the same decisions"
     rows = results(out)
     assert_no_duplicated_rows(rows)
     assert {r["run_id"] for r in rows} == {"mtl__seed0"}

@@ -295,7 +295,7 @@ class ExperimentRunner:
         finished = self.store.finished_runs()
         todo = [s for s in specs if s.run_id not in finished]
         total = len(specs)
-        print(f"[runner] {total} runs in the grid: {total - len(todo)} already finished (skipped), {len(todo)} to run "
+        print(f"[runner] {total} run{'s' if total != 1 else ''} in the grid: {total - len(todo)} already finished (skipped), {len(todo)} to run "
               f"-> {self.output_dir}", flush=True)
         progress = {"started": 0, "done": 0, "t0": time.time()}
         failed: dict[str, str] = {}
@@ -316,8 +316,10 @@ class ExperimentRunner:
                 prepare = getattr(self.run_function, "prepare", None)
                 if prepare is not None:
                     began = time.time()
+                    print(f"[runner] preparing the data of {len(todo)} run(s): encoding, frozen-layer caches "
+                          f"(built once, re-used by every run) ...", flush=True)
                     prepare(todo)
-                    logger.info("prepared the data of %d run(s) in %.1f s", len(todo), time.time() - began)
+                    print(f"[runner] data ready in {time.time() - began:.0f}s", flush=True)
                 launcher.open(self.run_function, on_start)
             for spec in todo:
                 launcher.submit(self._task(spec, attempt=1))
