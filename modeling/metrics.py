@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from .vocabulary import IGNORE_INDEX, MULTI_LABEL, SINGLE_LABEL, probabilities_from_logits  # noqa: F401 (re-exported)
+from .vocabulary import IGNORE_INDEX, MULTI_LABEL, SINGLE_LABEL, SPAN, probabilities_from_logits  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 MACRO_AVERAGES = ("present", "all")
@@ -210,9 +210,11 @@ def compute_task_metrics(
         coarse = _indicator_metrics(coarse_predicted, coarse_gold, coarse_names, macro_average)
         for key in ("micro_f1", "macro_f1", "samples_f1", "exact_match"):
             metrics[f"coarse_{key}"] = coarse[key]
-        # Main role: the parent of the highest-scoring fine label, right when it is among the gold coarse labels.
-        main_role = fine_to_coarse[probabilities.argmax(axis=1)]
-        metrics["main_role_accuracy"] = float(coarse_gold[np.arange(count), main_role].mean())
+        if task.get("level") == SPAN:
+            # Main role of a mention (SemEval subtask 1): the parent of the highest-scoring fine role, right when it
+            # is the gold one. A document task's "top label's parent" is not what the field calls a main role.
+            main_role = fine_to_coarse[probabilities.argmax(axis=1)]
+            metrics["main_role_accuracy"] = float(coarse_gold[np.arange(count), main_role].mean())
     return metrics
 
 

@@ -98,6 +98,9 @@ def test_hierarchical_coarse_metrics_and_main_role():
     assert metrics["exact_match"] == 0.25
     assert metrics["main_role_accuracy"] == 0.75
     assert metrics["coarse_exact_match"] == 0.5  # rows 0 and 1
+    # a document task with a hierarchy (narratives -> subnarratives) has coarse metrics but no "main role"
+    document = compute_task_metrics({**task, "level": "document"}, probabilities, gold)
+    assert "main_role_accuracy" not in document and document["coarse_exact_match"] == 0.5
     assert metrics["coarse_micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
 
 

@@ -46,9 +46,16 @@ def check_eval_tasks(eval_set: str, requested: Sequence[str], model_tasks: Seque
 
 
 def metrics_of_task(task: Mapping) -> list[str]:
-    """The :data:`REPORTED_METRICS` a task reports (coarse / main-role metrics need a label hierarchy)."""
-    hierarchical = ("coarse_macro_f1", "main_role_accuracy")
-    return [m for m in REPORTED_METRICS if task.get("parents") or m not in hierarchical]
+    """The :data:`REPORTED_METRICS` a task reports (coarse metrics need a label hierarchy; the main-role accuracy
+    is a mention's, so a span task's with a hierarchy)."""
+    def reports(metric: str) -> bool:
+        if metric == "coarse_macro_f1":
+            return bool(task.get("parents"))
+        if metric == "main_role_accuracy":
+            return bool(task.get("parents")) and task.get("level") == "span"
+        return True
+
+    return [m for m in REPORTED_METRICS if reports(m)]
 
 
 def setup_logging(log_level: int) -> None:
