@@ -209,16 +209,13 @@ class RayLauncher:
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         """Ship the run function (pickled now, after the driver's preparation, so that what it prepared travels
         with it) to the cluster, once for all runs."""
-        from ray import cloudpickle
-
         if not hasattr(self, "_remote"):
             self.start()
         try:  # fail before the first run, with the culprit named, rather than at the first submission
-            payload = cloudpickle.dumps(run_function)
+            self._function_ref = self._ray.put(run_function)  # shipped once, not once per run
         except Exception as error:
             raise TypeError(f"the run function {run_function!r} cannot be shipped to Ray workers (cloudpickle): "
                             f"{type(error).__name__}: {error}") from error
-        self._function_ref = self._ray.put(payload)  # shipped once, not once per run
         self._function_key = uuid.uuid4().hex
         self._console = console_settings()
         self._on_start = on_start
@@ -244,7 +241,10 @@ class RayLauncher:
             task = max(self._waiting, key=self._expected_seconds)  # the first of equals: grid order otherwise
             self._waiting.remove(task)
             self._on_start(task)
-            ref = self._remote.remote(self._function_key, self._function_ref, task, self.args.ray_cpus_per_run, self._console)
+            # The reference goes in a list so that Ray passes it unresolved: a worker fetches the function only
+            # at its first run of this launch (see mtl_run).
+            ref = self._remote.remote(self._function_key, [self._function_ref], task, self.args.ray_cpus_per_run,
+                                      self._console)
             self._in_flight[ref] = task
 
     def __len__(self) -> int:
@@ -292,17 +292,15 @@ def warm_worker() -> int:
 _WORKER_FUNCTIONS: dict[str, RunFunction] = {}
 
 
-def mtl_run(key: str, payload: bytes, task: RunTask, cpus_per_run: float, console: dict) -> "RunOutcome":
-    """The Ray task of one run (Ray prefixes the worker's console lines with this name)."""
+def mtl_run(key: str, function_ref: list, task: RunTask, cpus_per_run: float, console: dict) -> "RunOutcome":
+    """The Ray task of one run (Ray prefixes the worker's console lines with this name). ``function_ref`` holds
+    the ObjectRef of the run function the driver put in the object store."""
     if key not in _WORKER_FUNCTIONS:
-        from ray import cloudpickle
+        import ray
 
         _WORKER_FUNCTIONS.clear()  # a new launch: drop the previous one's Study
         apply_console_settings(console)
-        # Not a load from a file: `payload` is the run function this launch's driver pickled in memory and handed
-        # to Ray with the task (Ray's own transport is pickle too); nothing on disk is ever unpickled here, so a
-        # planted file in the output folder cannot reach this line. weights_only applies to torch.load only.
-        _WORKER_FUNCTIONS[key] = cloudpickle.loads(payload)
+        _WORKER_FUNCTIONS[key] = ray.get(function_ref[0])
     return execute_run(_WORKER_FUNCTIONS[key], task, cpus_per_run)
 
 
