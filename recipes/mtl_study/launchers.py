@@ -177,6 +177,7 @@ class RayLauncher:
         self._waiting: deque[RunTask] = deque()
         self._in_flight: dict = {}  # ObjectRef -> RunTask
         self._seconds_by_arm: dict[str, list[float]] = {}  # durations of finished runs (for the submission order)
+        self._remote = None  # the run's Ray task, once start() has joined a cluster
 
     def start(self) -> None:
         """Start (or join) the Ray cluster and warm one worker per slot, without waiting for the workers: their
@@ -203,13 +204,16 @@ class RayLauncher:
         self._limit = self.args.ray_num_workers or max(1, int(fits))
         options = {"num_cpus": self.args.ray_cpus_per_run, "num_gpus": self.args.ray_gpus_per_run, "max_retries": 0}
         self._remote = ray.remote(mtl_run).options(**options)
-        # Ray hands later tasks of the same shape to these (now idle, imported) worker processes.
-        self._warming = [ray.remote(warm_worker).options(**options).remote() for _ in range(self._limit)]
+        # Ray hands later tasks of the same shape to these (now idle, imported) worker processes; nothing waits for
+        # them (a task runs whether or not its result is kept).
+        warm = ray.remote(warm_worker).options(**options)
+        for _ in range(self._limit):
+            warm.remote()
 
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         """Ship the run function (pickled now, after the driver's preparation, so that what it prepared travels
         with it) to the cluster, once for all runs."""
-        if not hasattr(self, "_remote"):
+        if self._remote is None:
             self.start()
         try:  # fail before the first run, with the culprit named, rather than at the first submission
             self._function_ref = self._ray.put(run_function)  # shipped once, not once per run

@@ -21,6 +21,8 @@ from typing import Callable, Mapping, Sequence
 
 import datasets
 
+from modeling.vocabulary import SPAN
+
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
 from .data import ExperimentData, load_experiment_data, task_name
 from .report import markdown_table
@@ -52,7 +54,7 @@ def metrics_of_task(task: Mapping) -> list[str]:
         if metric == "coarse_macro_f1":
             return bool(task.get("parents"))
         if metric == "main_role_accuracy":
-            return bool(task.get("parents")) and task.get("level") == "span"
+            return bool(task.get("parents")) and task.get("level") == SPAN
         return True
 
     return [m for m in REPORTED_METRICS if reports(m)]

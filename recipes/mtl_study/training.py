@@ -1,6 +1,7 @@
 """What one run adds to ``MultiTaskTrainer``: the primary metric on validation as the model-selection metric,
-early stopping (until no task improves any more), a compact console line per logging step, and the run's training summary (how it stopped,
-its best and last validation scores) that the runner writes into ``runs/<run_id>/run_summary.json``."""
+early stopping (until no task improves any more), a compact console line per logging step, and the run's
+training summary (how it stopped, its best and last validation scores) that the runner writes into
+``runs/<run_id>/run_summary.json``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 #: The evaluation set the trainer evaluates during training (early stopping, best checkpoint, thresholds).
 VALIDATION = "validation"
+
+
+def validation_key(task: str, metric: str) -> str:
+    """The key of one task's metric on validation in the trainer's evaluation metrics (and log history)."""
+    return f"eval_{VALIDATION}_{task}_{metric}"
 
 
 def selection_metric(primary_metric: str) -> str:
@@ -31,7 +37,7 @@ class MeanPrimaryMetric(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics is None:
             return
-        values = [metrics[k] for k in (f"eval_{VALIDATION}_{t}_{self.metric}" for t in self.tasks) if k in metrics]
+        values = [metrics[k] for k in (validation_key(t, self.metric) for t in self.tasks) if k in metrics]
         if values:
             metrics[f"eval_{selection_metric(self.metric)}"] = float(sum(values) / len(values))
 
@@ -57,7 +63,7 @@ class EveryTaskEarlyStopping(EarlyStoppingCallback):
         better = np.greater if args.greater_is_better else np.less
         task_improved = False
         for task in self.tasks:
-            value = metrics.get(f"eval_{VALIDATION}_{task}_{self.primary_metric}")
+            value = metrics.get(validation_key(task, self.primary_metric))
             if value is None:
                 continue
             best = self.best_per_task.get(task)
@@ -141,7 +147,7 @@ def validation_curve(log_history: Sequence[dict], primary_metric: str, tasks: Se
     curve = []
     for entry in log_history:
         # The tasks the evaluation scored, as MeanPrimaryMetric averages them: a task unlabelled on validation has none.
-        values = [entry[k] for k in (f"eval_{VALIDATION}_{t}_{primary_metric}" for t in tasks) if k in entry]
+        values = [entry[k] for k in (validation_key(t, primary_metric) for t in tasks) if k in entry]
         if values:
             curve.append((int(entry["step"]), float(sum(values) / len(values))))
     return curve

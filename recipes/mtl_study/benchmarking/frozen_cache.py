@@ -38,6 +38,15 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
+def read_batch(data, collate, index: int, batch_size: int, device: torch.device) -> dict:
+    """Batch `index` of `data`, collated and on `device`: one batched read, as torch's DataLoader does through
+    `Dataset.__getitems__`."""
+    start = index * batch_size
+    if start + batch_size > len(data):
+        raise RuntimeError(f"batch {index + 1}: the dataset holds only {len(data)} rows")
+    return _to_device(collate(data.__getitems__(list(range(start, start + batch_size)))), device)
+
+
 class TrainingSteps:
     """Consecutive training steps of `model` over `data`, batch i at the i-th call; `losses[i]` is its loss."""
 
@@ -52,12 +61,7 @@ class TrainingSteps:
     def __call__(self) -> None:
         began = time.process_time()
         index = len(self.losses)
-        start = index * self.batch_size
-        if start + self.batch_size > len(self.data):
-            raise RuntimeError(f"step {index + 1}: the dataset holds only {len(self.data)} rows")
-        # One batched read, as torch's DataLoader does through `Dataset.__getitems__`.
-        rows = self.data.__getitems__(list(range(start, start + self.batch_size)))
-        batch = _to_device(self.collate(rows), self.device)
+        batch = read_batch(self.data, self.collate, index, self.batch_size, self.device)
         torch.manual_seed(self.seed + index)  # same dropout masks in both variants at the same step
         with autocast_context(self.device, self.bf16):
             loss = self.model(**batch).loss
@@ -76,8 +80,7 @@ class PrefixPasses:
         self.device, self.bf16, self.calls = device, bf16, 0
 
     def __call__(self) -> None:
-        start = self.calls * self.batch_size
-        batch = _to_device(self.collate(self.data.__getitems__(list(range(start, start + self.batch_size)))), self.device)
+        batch = read_batch(self.data, self.collate, self.calls, self.batch_size, self.device)
         with torch.no_grad(), autocast_context(self.device, self.bf16):
             self.model.frozen_prefix_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         self.calls += 1
