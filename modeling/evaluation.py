@@ -125,8 +125,9 @@ def task_eval_loss(task: Mapping, logits: np.ndarray, labels: np.ndarray) -> flo
     return None if loss is None else float(loss)
 
 
-def per_document(task: Mapping, data: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Document ids, probabilities and labels with the windows of each document aggregated (rows sorted by id)."""
+def per_document(task: Mapping, data: Mapping, aggregation: str = "mean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Document ids, probabilities and labels with the windows of each document aggregated (rows sorted by id;
+    `aggregation` as in `aggregate_document_scores`)."""
     documents = data["documents"]
     if len(np.unique(documents)) == len(documents):
         return documents, probabilities_from_logits(data["logits"], task["problem_type"]), data["labels"]
@@ -135,16 +136,17 @@ def per_document(task: Mapping, data: Mapping) -> tuple[np.ndarray, np.ndarray, 
     probabilities, labels = [], []
     for position in range(len(unique_documents)):
         rows = np.flatnonzero(inverse == position)
-        probabilities.append(aggregate_document_scores(data["logits"][rows], task["problem_type"]))
+        probabilities.append(aggregate_document_scores(data["logits"][rows], task["problem_type"], aggregation=aggregation))
         labelled_rows = rows[mask[rows]]
         labels.append(data["labels"][labelled_rows[0] if len(labelled_rows) else rows[0]])
     return unique_documents, np.stack(probabilities), np.stack(labels)
 
 
-def task_outputs(task: Mapping, data: Mapping) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels scored for a task: per document (document tasks), per mention (span tasks)."""
+def task_outputs(task: Mapping, data: Mapping, aggregation: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels scored for a task: per document (document tasks, windows combined by
+    `aggregation`), per mention (span tasks)."""
     if task["level"] == DOCUMENT and len(data["ids"]):
-        return per_document(task, data)[1:]
+        return per_document(task, data, aggregation)[1:]
     if task["level"] == DOCUMENT:
         return data["logits"], data["labels"]
     return probabilities_from_logits(data["logits"], task["problem_type"]), data["labels"]
@@ -162,7 +164,8 @@ def tune_task_thresholds(
             continue
         if not labelled_mask(labels, MULTI_LABEL).any():
             continue
-        thresholds = select_thresholds(predictions[name], labels, strategy, min_support, top1_fallback)
+        thresholds = select_thresholds(predictions[name], labels, strategy, min_support, top1_fallback,
+                                       relative_threshold=config.relative_threshold)
         if thresholds is not None:
             config.set_thresholds(name, thresholds)
             tuned[name] = thresholds
@@ -189,7 +192,7 @@ def score_predictions(
         loss = task_eval_loss(task, data["logits"], data["labels"])
         if loss is not None:
             losses[name] = loss
-        predictions[name], label_ids[name] = task_outputs(task, data)
+        predictions[name], label_ids[name] = task_outputs(task, data, config.window_aggregation)
     if tune_thresholds:
         tune_task_thresholds(config, predictions, label_ids, args.threshold_strategy, args.threshold_min_support,
                              args.top1_fallback)
@@ -201,6 +204,7 @@ def score_predictions(
         per_label=args.log_per_label_metrics,
         calibration_bins=args.calibration_bins,
         top1_fallback=args.top1_fallback,
+        relative_threshold=config.relative_threshold,
     )
     if losses:
         metrics["loss"] = float(sum(losses.values()))

@@ -423,6 +423,7 @@ def export_onnx(
             "multi_task.outputs": json.dumps(output_names),
             "multi_task.max_length": str(max_length),
             "multi_task.stride": str(getattr(config, "stride", "")),
+            "multi_task.window_aggregation": str(getattr(config, "window_aggregation", "mean")),
         },
     )
     result = OnnxExportResult(path=output_path, input_names=input_names, output_names=output_names, tasks=tasks)

@@ -49,11 +49,16 @@ def labelled_mask(labels: np.ndarray, problem_type: str) -> np.ndarray:
     return labels != IGNORE_INDEX
 
 
-def decide_multi_label(probabilities: np.ndarray, thresholds, top1_fallback: bool = False) -> np.ndarray:
-    """Boolean predictions ``[N, C]``: probability >= threshold; with `top1_fallback`, a row where no label passes
-    predicts its highest-scoring label instead of nothing."""
+def decide_multi_label(
+    probabilities: np.ndarray, thresholds, top1_fallback: bool = False, relative_threshold: float = 0.0
+) -> np.ndarray:
+    """Boolean predictions ``[N, C]``: probability >= threshold and, with `relative_threshold` r > 0, also
+    >= r x the row's highest probability (`MultiTaskConfig.relative_threshold`); with `top1_fallback`, a row where
+    no label passes predicts its highest-scoring label instead of nothing."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predicted = probabilities >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    if relative_threshold > 0 and probabilities.size:
+        predicted &= probabilities >= relative_threshold * probabilities.max(axis=1, keepdims=True)
     if top1_fallback and len(predicted):
         empty = ~predicted.any(axis=1)
         predicted[np.flatnonzero(empty), probabilities[empty].argmax(axis=1)] = True
@@ -134,6 +139,7 @@ def compute_task_metrics(
     per_label: bool = True,
     calibration_bins: int = 15,
     top1_fallback: bool = False,
+    relative_threshold: float = 0.0,
 ) -> dict[str, float]:
     """Metrics of one task (a task dict of the config), keys without the task prefix.
 
@@ -145,6 +151,7 @@ def compute_task_metrics(
         macro_average: ``"present"`` (labels gold or predicted) or ``"all"`` (every label).
         per_label: add ``f1_<label>`` keys.
         top1_fallback: multi-label: a row where no label reaches its threshold predicts its top-1 label.
+        relative_threshold: multi-label: a label must also reach this fraction of the row's top probability.
     """
     if macro_average not in MACRO_AVERAGES:
         raise ValueError(f"macro_average must be one of {MACRO_AVERAGES}, got {macro_average!r}")
@@ -186,7 +193,7 @@ def compute_task_metrics(
         if thresholds.shape != (num_labels,):
             raise ValueError(f"task {task['name']!r}: {thresholds.shape[0]} thresholds for {num_labels} labels")
         gold = labels.astype(bool)
-        predicted = decide_multi_label(probabilities, thresholds, top1_fallback)
+        predicted = decide_multi_label(probabilities, thresholds, top1_fallback, relative_threshold)
         # Multi-label calibration: every (example, label) probability against whether the label is present.
         metrics["ece"] = expected_calibration_error(probabilities, gold, calibration_bins)
 
@@ -227,6 +234,7 @@ def compute_multitask_metrics(
     per_label: bool = True,
     calibration_bins: int = 15,
     top1_fallback: bool = False,
+    relative_threshold: float = 0.0,
 ) -> dict[str, float]:
     """Metrics of every task, flat: ``{task}_{metric}`` plus ``mean_macro_f1`` (over tasks with labels).
 
@@ -252,6 +260,7 @@ def compute_multitask_metrics(
             per_label=per_label,
             calibration_bins=calibration_bins,
             top1_fallback=top1_fallback,
+            relative_threshold=relative_threshold,
         )
         if task_metrics["num_examples"] == 0:
             continue

@@ -82,7 +82,7 @@ class PredictionMixin:
             whose probability >= the stored threshold, 0.5 by default); span task -> list with one such prediction
             per mention, in input order. With `return_scores=True` every prediction becomes
             `{"prediction": <as above>, "scores": {label: probability}}`. Document probabilities combine windows
-            with `aggregate_document_scores` (multi-label: max; single-label: mean).
+            with `aggregate_document_scores` (`config.window_aggregation`).
 
         Raises:
             TypeError: a text that is not a str (the message names its index and type).
@@ -136,7 +136,8 @@ class PredictionMixin:
                 name = task["name"]
                 if task["level"] == DOCUMENT:
                     probabilities = aggregate_document_scores(
-                        torch.stack(document_logits[name][text_index]), task["problem_type"]
+                        torch.stack(document_logits[name][text_index]), task["problem_type"],
+                        aggregation=self.config.window_aggregation,
                     )
                     result[name] = self._decide(task, probabilities.tolist(), return_scores)
                 else:
@@ -172,7 +173,8 @@ class PredictionMixin:
         labels = task["labels"]
         if task["problem_type"] == MULTI_LABEL:
             thresholds = self.config.thresholds_of(task["name"])
-            prediction = [label for label, p, t in zip(labels, probabilities, thresholds) if p >= t]
+            floor = self.config.relative_threshold * max(probabilities)  # see MultiTaskConfig.relative_threshold
+            prediction = [label for label, p, t in zip(labels, probabilities, thresholds) if p >= t and p >= floor]
             if not prediction:  # nothing passes: the top label, as the trainer's evaluation does (top1_fallback)
                 prediction = [labels[max(range(len(labels)), key=probabilities.__getitem__)]]
         else:

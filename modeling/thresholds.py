@@ -42,9 +42,11 @@ def _closest_to_half(grid: np.ndarray, scores: np.ndarray) -> float:
 
 
 def tune_shared_threshold(
-    probabilities, labels, grid: Sequence[float] = DEFAULT_THRESHOLD_GRID, top1_fallback: bool = True
+    probabilities, labels, grid: Sequence[float] = DEFAULT_THRESHOLD_GRID, top1_fallback: bool = True,
+    relative_threshold: float = 0.0,
 ) -> float:
-    """One threshold for every label of a task, maximising samples-F1 over the labelled rows."""
+    """One threshold for every label of a task, maximising samples-F1 over the labelled rows (decided as
+    `decide_multi_label` does, with the same fallback and relative threshold)."""
     probabilities, gold = _labelled(probabilities, labels)
     grid = np.asarray(sorted(grid), dtype=np.float64)
     if not len(gold):
@@ -52,7 +54,7 @@ def tune_shared_threshold(
     scores = np.asarray([
         f1_score(
             gold,
-            decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback),
+            decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback, relative_threshold),
             average="samples",
             zero_division=1.0,
         )
@@ -97,6 +99,7 @@ def select_thresholds(
     min_support: int = 5,
     top1_fallback: bool = True,
     grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+    relative_threshold: float = 0.0,
 ) -> list[float] | None:
     """Thresholds of one multi-label task by `strategy` (see the module docstring); None for ``"none"``."""
     if strategy not in THRESHOLD_STRATEGIES:
@@ -104,7 +107,7 @@ def select_thresholds(
     if strategy == "none":
         return None
     num_labels = np.asarray(probabilities).shape[1]
-    shared = [tune_shared_threshold(probabilities, labels, grid, top1_fallback)] * num_labels
+    shared = [tune_shared_threshold(probabilities, labels, grid, top1_fallback, relative_threshold)] * num_labels
     if strategy == "shared":
         return shared
     return tune_thresholds(probabilities, labels, current=shared, grid=grid, min_support=min_support)

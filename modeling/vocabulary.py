@@ -50,6 +50,10 @@ SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)
 
+#: How a multi-label document task combines the scores of a long text's windows
+#: (`MultiTaskConfig.window_aggregation`, `windowing.aggregate_document_scores`).
+WINDOW_AGGREGATIONS = ("mean", "max")
+
 #: The "no label" value of encoded labels (PyTorch's cross-entropy ``ignore_index``).
 IGNORE_INDEX = -100
 

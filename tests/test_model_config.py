@@ -19,6 +19,7 @@ def test_defaults_and_helpers():
     config = make(tasks=[DOC, TaskSpec(name="roles", level="span", problem_type="multi_label_classification", labels=["x"])])
     assert config.model_type == "multi_task"
     assert config.sharing == "hard" and config.pooling == "cls" and config.span_pooling == "mean"
+    assert config.window_aggregation == "mean"
     assert config.max_length == 512 and config.stride == 128 and config.num_frozen_layers == 0
     assert config.task_names == ["topic", "roles"]
     assert config.get_task("topic") == {
@@ -106,6 +107,8 @@ def test_task_spec_round_trip():
         ({"sharing": "soft"}, r"sharing: unknown mode 'soft'"),
         ({"pooling": "max"}, r"pooling: unknown value 'max'"),
         ({"span_pooling": "first"}, r"span_pooling: unknown value"),
+        ({"window_aggregation": "sum"}, r"window_aggregation: unknown value .sum.; expected one of \[.mean., .max.\]"),
+        ({"relative_threshold": 1.0}, r"relative_threshold: must be a float in \[0, 1\)"),
         ({"head_dropout": 1.5}, r"head_dropout"),
         ({"head_hidden_size": 0}, r"head_hidden_size"),
         ({"num_frozen_layers": 3}, r"num_frozen_layers: 3 is out of range; the backbone has 2 layers"),

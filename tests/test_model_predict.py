@@ -58,6 +58,15 @@ def test_long_texts_are_windowed_not_truncated(tiny_model, tiny_backbone_dir):
         ]
     expected = aggregate_document_scores(torch.stack(window_logits), "multi_label_classification")
     np.testing.assert_allclose(list(result["frames"]["scores"].values()), expected, rtol=1e-5, atol=1e-6)
+    # The config's window aggregation is the one predict uses (max differs from the default mean here).
+    tiny_model.config.window_aggregation = "max"
+    try:
+        [any_window] = tiny_model.predict([text], mentions=[mentions], return_scores=True)
+    finally:
+        tiny_model.config.window_aggregation = "mean"
+    expected_max = aggregate_document_scores(torch.stack(window_logits), "multi_label_classification", aggregation="max")
+    np.testing.assert_allclose(list(any_window["frames"]["scores"].values()), expected_max, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(expected_max, expected)
     # Batch composition does not change predictions.
     together = tiny_model.predict(["A short one.", text], mentions=[[], mentions], batch_size=3, return_scores=True)
     for task in ("frames", "topic"):

@@ -44,6 +44,12 @@ def test_windowed_documents_are_scored_per_document(tiny_backbone_dir, tmp_path)
         windows = logits["tags"][3 * document : 3 * document + 3]
         expected = aggregate_document_scores(windows, "multi_label_classification")
         np.testing.assert_allclose(output.predictions["tags"][document], expected, rtol=1e-5)
+    model.config.window_aggregation = "max"  # the evaluation follows the model's config
+    any_window = trainer.predict(dataset).predictions["tags"]
+    for document in range(4):
+        expected = aggregate_document_scores(logits["tags"][3 * document : 3 * document + 3],
+                                             "multi_label_classification", aggregation="max")
+        np.testing.assert_allclose(any_window[document], expected, rtol=1e-5)
     # span predictions: one row per mention, ordered by mention index
     mentions = sum(len(row["mention_index"]) for row in dataset)
     assert output.predictions["roles"].shape == (mentions, 4)

@@ -90,8 +90,21 @@ def test_errors_name_the_problem(tokenizer):
 
 def test_aggregate_document_scores():
     logits = torch.tensor([[2.0, -1.0], [-3.0, 0.5]])
-    multi = aggregate_document_scores(logits, "multi_label_classification")
-    np.testing.assert_allclose(multi, torch.sigmoid(logits).amax(0).numpy(), rtol=1e-6)
+    multi = aggregate_document_scores(logits, "multi_label_classification")  # default: mean of the logits
+    np.testing.assert_allclose(multi, torch.sigmoid(logits.mean(0)).numpy(), rtol=1e-6)
+    any_window = aggregate_document_scores(logits, "multi_label_classification", aggregation="max")
+    np.testing.assert_allclose(any_window, torch.sigmoid(logits).amax(0).numpy(), rtol=1e-6)
+    # with a linear head, the mean of the windows' logits is the head applied to the mean of their states
+    head = torch.nn.Linear(4, 2)
+    states = torch.randn(3, 4)
+    with torch.no_grad():
+        np.testing.assert_allclose(aggregate_document_scores(head(states), "multi_label_classification"),
+                                   torch.sigmoid(head(states.mean(0))).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        aggregate_document_scores([[0.2, 0.9], [0.6, 0.1]], "multi_label_classification", from_logits=False), [0.4, 0.5]
+    )
+    with pytest.raises(ValueError, match="unknown aggregation 'sum'"):
+        aggregate_document_scores(logits, "multi_label_classification", aggregation="sum")
     single = aggregate_document_scores(logits.numpy(), "single_label_classification")
     np.testing.assert_allclose(single, torch.softmax(logits, -1).mean(0).numpy(), rtol=1e-6)
     probabilities = [[0.2, 0.8], [0.6, 0.4]]
