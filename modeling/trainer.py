@@ -152,6 +152,26 @@ class MultiTaskTrainer(Trainer):
         if args.class_weighting == "balanced" and self.train_dataset is not None:
             self.apply_class_weights(self.train_dataset)
 
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, preceded by the linear-probe fit of the heads with ``--linear_probe_init`` (not when
+        resuming: the checkpoint holds the heads)."""
+        if self.args.linear_probe_init and not resume_from_checkpoint and self.train_dataset is not None:
+            self.fit_linear_heads()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def fit_linear_heads(self, dataset=None) -> dict[str, dict]:
+        """Fit the single-layer heads on `dataset` (default: the training set) by logistic regression
+        (`modeling.linear_probe.fit_linear_heads`, ``C = --linear_probe_c``)."""
+        from .linear_probe import fit_linear_heads
+
+        dataset = self.train_dataset if dataset is None else dataset
+        start = time.time()
+        fitted = fit_linear_heads(self._raw_model, dataset, self.data_collator, c=self.args.linear_probe_c,
+                                  batch_size=self.args.per_device_eval_batch_size, seed=self.args.seed)
+        logger.info("linear probe: %d head(s) fitted in %.1f s", len(fitted), time.time() - start)
+        return fitted
+
     # ------------------------------------------------------------------------------------------ helpers
     @property
     def _raw_model(self) -> nn.Module:

@@ -181,6 +181,20 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Upper bound on any class weight / pos_weight from --class_weighting balanced."},
     )
 
+    # --- head initialisation -------------------------------------------------------------------
+    linear_probe_init: bool = field(
+        default=False,
+        metadata={
+            "help": "Before training, fit every single-layer head as a logistic regression on the backbone's pooled "
+            "features of the training set (LP-FT; `modeling.linear_probe`), then fine-tune. Use a head learning "
+            "rate close to the encoder's: a large one undoes the fit."
+        },
+    )
+    linear_probe_c: float = field(
+        default=0.05,
+        metadata={"help": "--linear_probe_init: inverse L2 strength (scikit-learn's C) on standardised features."},
+    )
+
     # --- evaluation -----------------------------------------------------------------------------
     macro_average: str = field(
         default="present",
@@ -257,6 +271,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"--loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.task_sampling not in TASK_SAMPLINGS:
             raise ValueError(f"--task_sampling must be one of {TASK_SAMPLINGS}, got {self.task_sampling!r}")
+        if self.linear_probe_c <= 0:
+            raise ValueError(f"--linear_probe_c must be > 0, got {self.linear_probe_c}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ValueError(f"--class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}")
         if self.threshold_strategy not in THRESHOLD_STRATEGIES:
