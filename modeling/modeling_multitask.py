@@ -24,7 +24,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .backbone import BackboneMixin, backbone_init_kwargs
-from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, MultiTaskConfig
+from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
 from .heads import TaskHead, absent_task_loss, checked_spans, pool_document, pool_spans, task_loss_sum
 from .loading import allowed_new_heads, check_missing_weights, diagnose_checkpoint_folder
 from .predict import PredictionMixin
@@ -90,7 +90,10 @@ class MultiTaskModel(BackboneMixin, PredictionMixin, PreTrainedModel):
         hidden_size = config.backbone_config.hidden_size
         self.heads = nn.ModuleDict(
             {
-                task["name"]: TaskHead(hidden_size, len(task["labels"]), config.head_dropout, config.head_hidden_size)
+                task["name"]: TaskHead(
+                    hidden_size * (2 if task["level"] == SPAN and config.span_context else 1),
+                    len(task["labels"]), config.head_dropout, config.head_hidden_size,
+                )
                 for task in config.tasks
             }
         )
@@ -327,6 +330,9 @@ class MultiTaskModel(BackboneMixin, PredictionMixin, PreTrainedModel):
                 pooled = task_document_pooled
             else:
                 pooled = pool_spans(hidden, spans, self.config.span_pooling)
+                if self.config.span_context:  # the mention's window (its context), mean-pooled, next to the mention
+                    context = pool_document(hidden, attention_mask, "mean")[spans[:, 0]]
+                    pooled = torch.cat([pooled, context], dim=-1)
             logits[name] = self.heads[name](pooled)
 
         output = MultiTaskOutput(logits=logits, last_hidden_state=shared_hidden if output_hidden_states else None)

@@ -84,6 +84,27 @@ def test_span_head_reads_the_pooled_mention_states(model, tokenizer):
     torch.testing.assert_close(output.logits["role"], model.heads["role"](pooled))
 
 
+def test_span_context_puts_the_window_next_to_the_mention(tiny_backbone_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS, head_dropout=0.0, span_context=True).eval()
+    hidden_size = model.config.backbone_config.hidden_size
+    assert model.heads["role"].classifier.in_features == 2 * hidden_size
+    assert model.heads["topic"].classifier.in_features == hidden_size  # document heads are unchanged
+    batch = _batch(tokenizer)
+    output = model(**batch, output_hidden_states=True)
+    hidden, mask = output.last_hidden_state, batch["attention_mask"].unsqueeze(-1).float()
+    window = (hidden * mask).sum(1) / mask.sum(1)  # padding excluded
+    pooled = torch.stack([torch.cat([hidden[0, 2:3].mean(0), window[0]]), torch.cat([hidden[0, 4:6].mean(0), window[0]]),
+                          torch.cat([hidden[1, 2:3].mean(0), window[1]])])
+    torch.testing.assert_close(output.logits["role"], model.heads["role"](pooled))
+    model.save_pretrained(tmp_path)
+    reloaded = MultiTaskModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.span_context is True
+    torch.testing.assert_close(reloaded(**batch).logits["traits"], output.logits["traits"])
+    no_mentions = {k: v for k, v in batch.items() if k != "mention_spans"}
+    assert model(**no_mentions).logits["role"].shape == (0, 2)
+
+
 def test_absent_tasks_contribute_exactly_zero_and_get_no_gradient(model, tokenizer):
     model.train()
     batch = _batch(tokenizer)
