@@ -12,6 +12,7 @@ from huggingface_hub import ModelCard
 from conftest import REPO_ROOT
 
 from modeling import MultiTaskModel
+from mtl_study.official import OFFICIAL_METRICS
 from mtl_study.cards import build_model_card
 from mtl_study.report import (
     LOSS_CURVES_NOTE,
@@ -152,7 +153,7 @@ def test_recipe_records_the_counts_once_per_run_in_rows_summary_report_and_card(
     (mtl,), (adapters,) = counts["mtl__seed0"], counts["mtl_adapters__seed0"]
     assert 0 < adapters[0] < mtl[0] < mtl[1] < adapters[1]  # adapters add weights but train far fewer
     assert {r["metric"] for r in rows} <= {"macro_f1", "micro_f1", "samples_f1", "exact_match", "coarse_macro_f1",
-                                           "main_role_accuracy"}  # no metric row for the counts
+                                           "main_role_accuracy", *OFFICIAL_METRICS}  # no metric row for the counts
     summary = json.loads((out / "runs" / "mtl_adapters__seed0" / "run_summary.json").read_text())
     assert (summary["extra"]["trainable_parameters"], summary["extra"]["total_parameters"]) == adapters
     report = (out / "report.md").read_text()

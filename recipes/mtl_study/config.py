@@ -63,13 +63,14 @@ class ExperimentArguments(LauncherArguments):
 
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed (>= 6 seeds for a Wilcoxon test to be able to reach p < 0.05)."})
     arms: list[str] = field(default_factory=lambda: list(ARCHITECTURES), metadata={"help": "Architectures to compare: stl (one model per task), mtl (hard sharing), mtl_adapters (per-task LoRA adapters)."})
-    tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS), metadata={"help": "Task kinds to train: narratives (document level) and/or entity_framing (span level); task names are <kind>_<granularity>."})
+    tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS), metadata={"help": "Task kinds to train: narratives (document level) and/or entity_framing (span level), at --granularity; task names are <kind>_<granularity>. A full task name (e.g. entity_framing_coarse) adds that task at its own granularity: the SemEval setting adds the 3-class main-role task next to the 22 fine roles."})
     granularity: str = field(default="coarse", metadata={"help": "Label granularity of every task: coarse (3 main roles, narratives) or fine (22 roles, subnarratives: the SemEval setting; give it more steps)."})
     data_dir: Optional[str] = field(default=None, metadata={"help": "A SemEval-2025 Task 10 release folder (EN/, taxonomy/). Default: a SYNTHETIC corpus generated into <output_dir>/data."})
     language: str = field(default="EN", metadata={"help": "Language folder of the SemEval release to read."})
     synthetic_num_documents: int = field(default=160, metadata={"help": "Documents of the synthetic corpus (when no --data_dir)."})
     synthetic_min_words: int = field(default=25, metadata={"help": "Shortest synthetic article in words."})
     synthetic_max_words: int = field(default=60, metadata={"help": "Longest synthetic article in words."})
+    split_seed: int = field(default=1234, metadata={"help": "Seed of the article-level test / validation splits (fixed across the seeds and arms of a study, so runs are paired on equal data). Re-run a study with other split seeds, each into its own --output_dir, to cross-validate it: results then vary by split, not only by training seed."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Fraction of documents held out for validation (and for test when the data has no dev/ split)."})
     primary_metric: str = field(default="macro_f1", metadata={"help": f"Metric for statistics, early stopping, the best checkpoint of a run and the best run of an arm: one of {list(REPORTED_METRICS)} that every task reports."})
     alpha: float = field(default=0.05, metadata={"help": "Significance level of the paired tests."})
@@ -78,6 +79,7 @@ class ExperimentArguments(LauncherArguments):
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement of the primary metric that resets the patience."})
     cpu_threads: Optional[int] = field(default=None, metadata={"help": "Torch threads per process when training on CPU with the sequential launcher. Default: the CPU cores available divided among the processes of the launch (accelerate launch exports OMP_NUM_THREADS=1, which would leave cores idle). Ray workers use --ray_cpus_per_run threads."})
     cache_frozen_layers: bool = field(default=True, metadata={"help": "Compute the output of the frozen embeddings + lowest num_frozen_layers layers once per window and re-use it in every epoch, seed and arm (cached in <output_dir>/cache). Applies when the frozen part holds no trainable parameter; the frozen layers always run in eval mode (no dropout), with or without the cache. --cache_frozen_layers false to switch it off."})
+    official_metrics: bool = field(default=True, metadata={"help": "Also score every evaluation set but validation with SemEval-2025 Task 10's official measures (official_narratives_samples_f1, official_subnarratives_samples_f1, official_fine_role_exact_match, official_main_role_accuracy), through predict and domain-constrained decoding as a submission is made. --official_metrics false to skip it."})
     save_best_model: bool = field(default=True, metadata={"help": "Keep the best seed of each arm under <output_dir>/best/<arm> with tokenizer and model card (pushed with --push_to_hub --hub_model_id)."})
 
     def __post_init__(self):
@@ -89,7 +91,7 @@ class ExperimentArguments(LauncherArguments):
         if any(seed < 0 for seed in self.seeds):
             raise ValueError(f"--seeds: seeds must be >= 0, got {self.seeds}")
         _check_choices("arms", [a.split("@")[0] for a in self.arms], ARCHITECTURES)  # derived arms: mtl@URW
-        _check_choices("tasks", self.tasks, TASK_KINDS)
+        _check_choices("tasks", self.tasks, TASK_KINDS + tuple(f"{k}_{g}" for k in TASK_KINDS for g in ("fine", "coarse")))
         _check_choices("granularity", [self.granularity], ("fine", "coarse"))
         _check_choices("primary_metric", [self.primary_metric], REPORTED_METRICS)
         _check_choices("p_adjust", [self.p_adjust], P_ADJUST_METHODS)
@@ -120,11 +122,14 @@ class ModelArguments:
     model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Backbone (folder or Hub id). Default: the embedded MiniLM-L6 (offline)."})
     pooling: str = field(default="cls", metadata={"help": "Document-head pooling: cls or mean.", "choices": ["cls", "mean"]})
     span_pooling: str = field(default="mean", metadata={"help": "How span heads pool a mention's tokens: mean or max.", "choices": ["mean", "max"]})
+    span_context: bool = field(default=False, metadata={"help": "Span heads also read the mention's window, mean-pooled, next to the mention's own tokens."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout before each head layer, in [0, 1)."})
     head_hidden_size: Optional[int] = field(default=None, metadata={"help": "Size of an optional hidden layer (GELU) in every head."})
     num_frozen_layers: int = field(default=4, metadata={"help": "Embeddings + this many lowest encoder layers are frozen (speed on CPU; MiniLM has 6: the default trains the top 2). With 5 frozen, entity framing on the synthetic corpus stays below a TF-IDF + logistic-regression baseline (0.72 vs 0.94 test macro-F1); with 4 it reaches 0.99."})
     max_length: int = field(default=128, metadata={"help": "Tokens per window (longer texts are split into overlapping windows)."})
     stride: Optional[int] = field(default=None, metadata={"help": "Token overlap between consecutive windows (default: max_length // 4)."})
+    window_aggregation: str = field(default="mean", metadata={"help": "How a multi-label document task combines a long text's windows: mean (sigmoid of the mean logit, consistent with training every window on its document's labels) or max (over-predicts: 0.40 vs 0.48 samples-F1 on SemEval narratives, issue 14).", "choices": ["mean", "max"]})
+    relative_threshold: float = field(default=0.0, metadata={"help": "Multi-label decisions also require a label's probability to reach this fraction of the row's top probability (0: off). 0.5 raised SemEval subnarratives samples-F1 by ~0.02 (issue 14)."})
     lora_r: int = field(default=16, metadata={"help": "mtl_adapters: LoRA rank of every task adapter."})
     lora_alpha: int = field(default=32, metadata={"help": "mtl_adapters: LoRA scaling alpha (the update is scaled by alpha / r)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "mtl_adapters: dropout on the LoRA input."})
@@ -140,6 +145,8 @@ class ModelArguments:
             raise ValueError(f"--stride must be in [0, max_length // 2) = [0, {self.max_length // 2}), got {self.stride}")
         if not 0 <= self.head_dropout < 1 or not 0 <= self.lora_dropout < 1:
             raise ValueError(f"--head_dropout and --lora_dropout must be in [0, 1), got {self.head_dropout} / {self.lora_dropout}")
+        if not 0 <= self.relative_threshold < 1:
+            raise ValueError(f"--relative_threshold must be in [0, 1), got {self.relative_threshold}")
         if self.head_hidden_size is not None and self.head_hidden_size < 1:
             raise ValueError(f"--head_hidden_size must be >= 1, got {self.head_hidden_size}")
         if self.num_frozen_layers < 0:
@@ -153,9 +160,11 @@ class ModelArguments:
 
     def model_options(self, sharing: str) -> dict:
         """Keyword arguments of ``MultiTaskModel.from_backbone`` for an arm with this sharing mode."""
-        options = {"pooling": self.pooling, "span_pooling": self.span_pooling, "head_dropout": self.head_dropout,
+        options = {"pooling": self.pooling, "span_pooling": self.span_pooling, "span_context": self.span_context,
+                   "head_dropout": self.head_dropout,
                    "head_hidden_size": self.head_hidden_size, "num_frozen_layers": self.num_frozen_layers,
-                   "max_length": self.max_length, "stride": self.stride}
+                   "max_length": self.max_length, "stride": self.stride, "window_aggregation": self.window_aggregation,
+                   "relative_threshold": self.relative_threshold}
         if sharing == "adapters":
             options["adapter_config"] = {"peft_type": "LORA", "r": self.lora_r, "lora_alpha": self.lora_alpha,
                                          "lora_dropout": self.lora_dropout, "bias": "none",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from .baselines import baseline_rows, baseline_verdicts
 from .cards import build_model_card, push_to_hub
 from .convergence import read_run_summaries
+from .official import official_baseline_rows
 from .report import ReportInputs, write_report
 from .results import atomic_write_text
 from .runner import best_models
@@ -57,7 +58,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     if a.cache_frozen_layers and m.num_frozen_layers > 0:
         frozen += "; their output cached once per window and re-used by every epoch, seed and arm"
     setup = {"recipe": study.recipe, "data": study.data.source, "backbone": _hub_id_of(m.model_name_or_path),
-             "seeds": a.seeds, "max_length / stride": f"{m.max_length} / {m.stride}",
+             "seeds": a.seeds, "split seed (test / validation articles)": a.split_seed, "max_length / stride / window aggregation": f"{m.max_length} / {m.stride} / {m.window_aggregation}",
              "frozen layers": frozen, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
              "learning rate (encoder / heads)": f"{t.learning_rate} / {t.head_learning_rate or t.learning_rate}",
              "batch size": t.per_device_train_batch_size,
@@ -88,7 +89,10 @@ def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None) 
     """The reviewer's first baselines on the study's data, or none (with a log line) when they cannot apply."""
     eval_sets = dict(eval_sets) if eval_sets is not None else {"test": study.data.test}
     try:
-        return baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), validation=study.data.validation)
+        rows = baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), validation=study.data.validation)
+        if study.args.official_metrics:
+            rows += official_baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), study._official_classes)
+        return rows
     except (KeyError, ValueError) as error:  # e.g. a recipe whose tasks are not all in the shared data
         logger.warning("baselines not computed: %s", error)
         return []
@@ -111,7 +115,8 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
             base_model=_hub_id_of(m.model_name_or_path), model_name=f"{study.recipe}-{revision}", recipe=study.recipe,
             sharing=config.sharing if arm != "stl" else "stl",
             model_options={"num_frozen_layers": config.num_frozen_layers, "max_length": config.max_length,
-                           "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling},
+                           "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling,
+                           "window_aggregation": config.window_aggregation},
             training={"loss_weighting": t.loss_weighting, "task_sampling": t.task_sampling, "learning_rate": t.learning_rate,
                       "head_learning_rate": t.head_learning_rate, "epochs (cap)": t.num_train_epochs,
                       "batch_size": t.per_device_train_batch_size, "early_stopping_patience": a.early_stopping_patience},

@@ -24,7 +24,8 @@ import datasets
 from modeling.vocabulary import SPAN
 
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
-from .data import ExperimentData, load_experiment_data, task_name
+from .data import TASK_KINDS, ExperimentData, load_experiment_data, task_name
+from .official import official_classes, official_rows
 from .report import markdown_table
 from .results import atomic_write_text
 from .runner import ExperimentRunner, RunOutcome, RunSpec, distributed_state, run_model_dir, wants_cpu
@@ -107,6 +108,7 @@ class Study:
         with state.main_process_first():
             self.data = data or load_experiment_data(
                 experiment.data_dir, self.output_dir, language=experiment.language, eval_fraction=experiment.eval_fraction,
+                split_seed=experiment.split_seed,
                 synthetic_options={"num_documents": experiment.synthetic_num_documents,
                                    "min_words": experiment.synthetic_min_words, "max_words": experiment.synthetic_max_words},
             )
@@ -115,12 +117,16 @@ class Study:
         self.tokenizer = AutoTokenizer.from_pretrained(model.model_name_or_path)
         self._encoded: dict = {}
         self.runner: ExperimentRunner | None = None
+        self._official_classes = official_classes(self.data.data_dir) if experiment.official_metrics else None
         self.specs: list[RunSpec] = []
         self.last_rows: list[dict] = []  # what run() returned last: a list with .failed (runs that failed)
 
     # ------------------------------------------------------------------ tasks and grids
     def task_names(self, granularity: str | None = None) -> list[str]:
-        return [task_name(kind, granularity or self.args.granularity) for kind in self.args.tasks]
+        """``--tasks`` as task names: a kind at ``granularity`` (default ``--granularity``), a full name as given."""
+        names = [kind if kind not in TASK_KINDS else task_name(kind, granularity or self.args.granularity)
+                 for kind in self.args.tasks]
+        return list(dict.fromkeys(names))
 
     def architecture_specs(self, tasks: Sequence[str], arms: Sequence[str] | None = None, condition: Mapping | None = None,
                            arm_suffix: str = "") -> list[RunSpec]:
@@ -220,7 +226,7 @@ class Study:
             for name, tasks in scored.items():
                 check_eval_tasks(name, tasks, spec.tasks)
             encoded_eval = {name: self.encode(ds, spec.tasks, key=f"eval::{name}::{ds._fingerprint}") for name, ds in eval_sets.items()}
-            return train, validation, encoded_eval, scored
+            return train, validation, encoded_eval, scored, eval_sets
 
         def new_model(spec: RunSpec):
             set_seed(spec.seed)  # the heads are initialised here: the seed must cover them, not only the trainer
@@ -235,14 +241,14 @@ class Study:
             once at its first run."""
             built: set = set()
             for spec in specs:
-                train, validation, encoded_eval, _ = data_of(spec)
+                train, validation, encoded_eval, _, _ = data_of(spec)
                 key = (id(train), id(validation), tuple(id(ds) for ds in encoded_eval.values()), spec.sharing)
                 if self.args.cache_frozen_layers and key not in built:
                     built.add(key)
                     self._with_frozen_prefix(new_model(spec), train, validation, encoded_eval)
 
         def run(spec: RunSpec, run_dir: Path, resume: str | None) -> RunOutcome:
-            train, validation, encoded_eval, scored = data_of(spec)
+            train, validation, encoded_eval, scored, eval_sets = data_of(spec)
             args = self.training_arguments(spec, run_dir)
             if self._is_main():  # what this run was trained with, readable (the checkpoints' copy is deleted)
                 atomic_write_text(run_dir / "training_args.json", args.to_json_string())
@@ -274,6 +280,10 @@ class Study:
                             rows.append({"task": task, "eval_set": set_name, "metric": name, "value": float(metrics[key]),
                                          "train_examples": len(train), "train_steps": trainer.state.global_step,
                                          **parameters})
+            if self.args.official_metrics and eval_sets:  # the leaderboard's measures, through predict (not validation)
+                rows += official_rows(trainer.accelerator.unwrap_model(trainer.model), self.tokenizer, eval_sets, scored,
+                                      self._official_classes, train_examples=len(train),
+                                      train_steps=trainer.state.global_step, **parameters)
 
             model_dir = None
             if self.args.save_best_model:  # the driver moves it to best/<arm> if this run is its arm's best
