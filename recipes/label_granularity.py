@@ -16,15 +16,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from itertools import product
 
 from mtl_study.config import parse_recipe_args
-from mtl_study.data import task_name
+from mtl_study.data import TASK_KINDS, task_name
 from mtl_study.runner import RunSpec
 from mtl_study.study import Study
 
 
 def main(argv=None):
     args, training, model = parse_recipe_args("label_granularity", argv)
-    if len(args.tasks) != 2:
-        raise ValueError(f"--tasks: label_granularity needs exactly two task kinds, got {args.tasks}")
+    if len(args.tasks) != 2 or not set(args.tasks) <= set(TASK_KINDS):
+        raise ValueError(f"--tasks: label_granularity needs exactly two task kinds {list(TASK_KINDS)}, got {args.tasks}")
     study = Study(args, training, model, "label_granularity", "Label granularity of the tasks in a multi-task model",
                   "Does the granularity of one task's labels change what multi-task training does for the other task?")
     first, second = args.tasks

@@ -26,7 +26,7 @@ from data_prep.splits import split_articles
 from data_prep.synthetic_tickets import SyntheticTicketsConfig, write_tickets
 from data_prep.tables import load_table
 from mtl_study.config import parse_recipe_args
-from mtl_study.data import SPLIT_SEED, ExperimentData
+from mtl_study.data import ExperimentData
 from mtl_study.report import markdown_table
 from mtl_study.runner import best_models
 from mtl_study.study import Study
@@ -50,8 +50,8 @@ def load_tickets(output_dir, args, tickets) -> ExperimentData:
         write_tickets(SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows))
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
     table = load_table(path, text_columns=tickets.text_columns, label_columns=audited, on_error="skip")
-    rest_test = split_articles(table.examples, validation_fraction=args.eval_fraction, seed=SPLIT_SEED, stratify_by=None)
-    train_val = split_articles(rest_test["train"], validation_fraction=args.eval_fraction, seed=SPLIT_SEED + 1, stratify_by=None)
+    rest_test = split_articles(table.examples, validation_fraction=args.eval_fraction, seed=args.split_seed, stratify_by=None)
+    train_val = split_articles(rest_test["train"], validation_fraction=args.eval_fraction, seed=args.split_seed + 1, stratify_by=None)
     source = (f"SYNTHETIC ticket table {path} (generated: not real tickets)" if synthetic else f"ticket table {path}")
     # A column with one value everywhere has nothing to learn (a classifier needs two labels): audit it, do not train it.
     constant = {t["name"]: t["labels"][0] for t in table.tasks if len(t["labels"]) < 2}

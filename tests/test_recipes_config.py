@@ -130,6 +130,20 @@ def test_primary_metric_must_be_one_the_tasks_report():
         parse("--primary_metric", "accuracy")
 
 
+def test_tasks_take_kinds_or_full_task_names():
+    args = parse("--tasks", "narratives", "entity_framing", "entity_framing_coarse", "--granularity", "fine")[0]
+    assert args.tasks == ["narratives", "entity_framing", "entity_framing_coarse"]
+    from types import SimpleNamespace
+
+    from mtl_study.study import Study
+
+    names = Study.task_names(SimpleNamespace(args=args))
+    assert names == ["narratives_fine", "entity_framing_fine", "entity_framing_coarse"]
+    assert Study.task_names(SimpleNamespace(args=args), "coarse") == ["narratives_coarse", "entity_framing_coarse"]
+    with pytest.raises(ValueError, match=r"--tasks: unknown value\(s\) \['entity_framing_medium'\]"):
+        parse("--tasks", "entity_framing_medium")
+
+
 def test_unknown_arm_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"--arms: unknown value\(s\) \['mtlx'\]; choose among \['stl', 'mtl', 'mtl_adapters'\]"):
         parse("--arms", "stl", "mtlx")

@@ -219,6 +219,7 @@ def build_model_card(
         sharing_description=SHARING_DESCRIPTIONS.get(sharing, sharing), parameter_summary=parameter_summary,
         pooling=model_options.get("pooling", "cls"), span_pooling=model_options.get("span_pooling", "mean"),
         max_length=model_options.get("max_length", "n/a"), stride=model_options.get("stride", "n/a"),
+        window_aggregation=model_options.get("window_aggregation", "mean"),
         loss_weighting=training.get("loss_weighting", "equal") if len(tasks) > 1 else "n/a (one task)",
         task_sampling=training.get("task_sampling", "proportional") if len(tasks) > 1 else "n/a (one task)",
         data_mixture=data_mixture or dataset_name,

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 TASK_KINDS = ("narratives", "entity_framing")
 GRANULARITIES = ("fine", "coarse")
-SPLIT_SEED = 1234  # fixed: every seed of every arm sees the same split, so arms are paired on equal data
+SPLIT_SEED = 1234  # the default --split_seed: every seed of every arm sees the same split (arms paired on equal data)
 
 
 def task_name(kind: str, granularity: str) -> str:
@@ -97,8 +97,10 @@ def _load_release(folder: Path, language: str):
 
 
 def load_experiment_data(data_dir: str | Path | None, output_dir: str | Path, language: str = "EN",
-                         eval_fraction: float = 0.25, synthetic_options: Mapping | None = None) -> ExperimentData:
-    """Load ``data_dir`` (a SemEval release) or generate + load the default synthetic corpus."""
+                         eval_fraction: float = 0.25, synthetic_options: Mapping | None = None,
+                         split_seed: int = SPLIT_SEED) -> ExperimentData:
+    """Load ``data_dir`` (a SemEval release) or generate + load the default synthetic corpus; ``split_seed`` seeds
+    the article-level splits (another seed gives another fold of a cross-validation of the whole study)."""
     from data_prep.splits import split_articles
     from data_prep.tasks import semeval_tasks, task_specs, to_multitask_examples
     from data_prep.taxonomy import NarrativeTaxonomy, load_narrative_taxonomy
@@ -133,9 +135,9 @@ def load_experiment_data(data_dir: str | Path | None, output_dir: str | Path, la
         test = to_multitask_examples(test_articles, tasks)
         rest = examples
     else:
-        split = split_articles(examples, validation_fraction=eval_fraction, seed=SPLIT_SEED)
+        split = split_articles(examples, validation_fraction=eval_fraction, seed=split_seed)
         rest, test = split["train"], split["validation"]
-    split = split_articles(rest, validation_fraction=eval_fraction, seed=SPLIT_SEED + 1)
+    split = split_articles(rest, validation_fraction=eval_fraction, seed=split_seed + 1)
     source = (f"SYNTHETIC corpus generated into {folder} (not real news: results say nothing about SemEval performance)"
               if synthetic else f"SemEval-2025 Task 10 release at {folder} ({language})")
     return ExperimentData(
