@@ -165,7 +165,8 @@ def write_submission(
         return_scores=True,
     )
     if domain_constraint and (roles.narrative_fine or roles.narrative_coarse):
-        predictions = constrain_predictions_to_domain(articles, predictions, model.config.tasks, model.config.thresholds_of)
+        predictions = constrain_predictions_to_domain(articles, predictions, model.config.tasks, model.config.thresholds_of,
+                                                      model.config.relative_threshold)
     submission = submission_from_predictions(articles, predictions, model.config.tasks)
     for path in submission.write(out):
         logger.info("wrote %s", path)

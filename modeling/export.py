@@ -15,8 +15,9 @@ The graph has one backbone pass feeding every head, so serving K tasks costs one
   [mentions, C] for span tasks.
 - metadata (``onnx.ModelProto.metadata_props``): ``multi_task.tasks`` (the tasks as JSON, with labels,
   problem types and thresholds, so a server can decode logits without the Python package),
-  ``multi_task.inputs`` / ``multi_task.outputs`` and ``multi_task.max_length`` / ``multi_task.stride``
-  (how long texts were windowed in training).
+  ``multi_task.inputs`` / ``multi_task.outputs``, ``multi_task.max_length`` / ``multi_task.stride`` (how long
+  texts were windowed in training), ``multi_task.window_aggregation`` (how a document's windows combine) and
+  ``multi_task.relative_threshold`` (the multi-label decision rule, with the tasks' thresholds).
 
 Export uses the `torch.export`-based exporter (``torch.onnx.export(..., dynamo=True)``). After export the
 graph is run with onnxruntime on inputs of shapes other than the traced ones (several batch sizes,
@@ -424,6 +425,7 @@ def export_onnx(
             "multi_task.max_length": str(max_length),
             "multi_task.stride": str(getattr(config, "stride", "")),
             "multi_task.window_aggregation": str(getattr(config, "window_aggregation", "mean")),
+            "multi_task.relative_threshold": str(getattr(config, "relative_threshold", 0.0)),
         },
     )
     result = OnnxExportResult(path=output_path, input_names=input_names, output_names=output_names, tasks=tasks)

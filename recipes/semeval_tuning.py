@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pooling", choices=["cls", "mean"], default="mean")
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--stride", type=int, default=128)
+    parser.add_argument("--window_aggregation", choices=["mean", "max"], default="mean")
+    parser.add_argument("--relative_threshold", type=float, default=0.0)
+    parser.add_argument("--span_context", action="store_true", help="span heads also read the mention's window")
     parser.add_argument("--learning_rate", type=float, default=5e-5, help="encoder rate")
     parser.add_argument("--head_learning_rate", type=float, default=None, help="heads' rate (default: the encoder's)")
     parser.add_argument("--num_train_epochs", type=float, default=10)
@@ -52,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_steps", type=int, default=25)
     parser.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--main_role_head", action="store_true",
+                        help="add a main-role task (entity_framing_coarse, 3 classes) next to the fine roles")
+    parser.add_argument("--linear_probe_init", action="store_true", help="fit the heads by logistic regression first (LP-FT)")
+    parser.add_argument("--linear_probe_c", type=float, default=0.05)
     parser.add_argument("--class_weighting", choices=["none", "balanced"], default="none")
     parser.add_argument("--max_class_weight", type=float, default=10.0)
     parser.add_argument("--threshold_strategy", choices=["shared", "per_label", "none"], default="shared")
@@ -123,6 +130,10 @@ def run(options: argparse.Namespace) -> dict:
     taxonomy = load_narrative_taxonomy(options.data / "taxonomy")
     classes = load_official_classes(options.data / "taxonomy")
     tasks = semeval_tasks(taxonomy, entity_granularity="fine", narrative_granularity="fine")
+    if options.main_role_head:
+        from data_prep.tasks import entity_framing_task
+
+        tasks.append(entity_framing_task("coarse"))
     specs = [t.spec for t in tasks]
     narrative_spec = next(s for s in specs if s["name"].startswith("narratives"))
     train, validation, test = three_way_split(articles, options.test_fraction, options.validation_fraction, options.split_seed)
@@ -131,7 +142,8 @@ def run(options: argparse.Namespace) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = MultiTaskModel.from_backbone(
         backbone, specs, num_frozen_layers=options.num_frozen_layers, pooling=options.pooling,
-        max_length=options.max_length, stride=options.stride,
+        max_length=options.max_length, stride=options.stride, window_aggregation=options.window_aggregation,
+        relative_threshold=options.relative_threshold, span_context=options.span_context,
     )
     encoded = {}
     for name, split in (("train", train), ("validation", validation)):
@@ -150,7 +162,8 @@ def run(options: argparse.Namespace) -> dict:
         eval_strategy="steps", eval_steps=options.eval_steps, save_strategy="steps", save_steps=options.eval_steps,
         save_total_limit=1, load_best_model_at_end=True, metric_for_best_model=narrative_metric,
         class_weighting=options.class_weighting, max_class_weight=options.max_class_weight,
-        threshold_strategy=options.threshold_strategy, group_by_length=True, logging_steps=options.eval_steps,
+        threshold_strategy=options.threshold_strategy, linear_probe_init=options.linear_probe_init,
+        linear_probe_c=options.linear_probe_c, group_by_length=True, logging_steps=options.eval_steps,
         log_per_label_metrics=False, report_to=[], seed=options.seed, disable_tqdm=True, use_cpu=True,
     )
     trainer = MultiTaskTrainer(
@@ -176,7 +189,8 @@ def run(options: argparse.Namespace) -> dict:
     name = narrative_spec["name"]
     thresholds = model.config.thresholds_of(name)
     constrained = [
-        {**p, name: {"prediction": constrain_to_domain(a["id"], p[name], narrative_spec["labels"], thresholds),
+        {**p, name: {"prediction": constrain_to_domain(a["id"], p[name], narrative_spec["labels"], thresholds,
+                                                       model.config.relative_threshold),
                      "scores": p[name]["scores"]}}
         for a, p in zip(test_rows, predictions)
     ]

@@ -87,6 +87,7 @@ def test_metadata_describes_tasks(exported):
     assert tasks[1]["thresholds"] == [0.3, 0.6]
     assert json.loads(metadata["multi_task.outputs"]) == result.output_names
     assert int(metadata["multi_task.max_length"]) == 512
+    assert metadata["multi_task.window_aggregation"] == "mean" and float(metadata["multi_task.relative_threshold"]) == 0.0
 
 
 @pytest.mark.parametrize("mode", ["mean", "max"])

@@ -58,3 +58,12 @@ def test_summary_table_rows(tmp_path):
     assert len(lines) == 4 and lines[2].startswith("| k5 | 100 (80) | 123 | 0.500 | 0.400 |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
+
+
+def test_domain_constraint_applies_the_relative_threshold_among_allowed_labels():
+    # Both URW-side labels pass 0.3; with r = 0.5 only those within half of the best ALLOWED score stay (the CC
+    # label's 0.95 is not allowed for a URW article, so it does not raise the floor).
+    scored = _scored(0.35, 0.8, 0.1, 0.95)
+    assert constrain_to_domain("EN_UA_000001.txt", scored, LABELS, [0.3] * 4) == ["Other", "URW: Praise of Russia: Other"]
+    assert constrain_to_domain("EN_UA_000001.txt", scored, LABELS, [0.3] * 4, relative_threshold=0.5) == [
+        "URW: Praise of Russia: Other"]
