@@ -10,6 +10,9 @@ almost everywhere on new data. The strategies, in `MultiTaskTrainingArguments.th
   get their own F1-optimal threshold, rarer labels keep the shared one.
 - ``"none"``: keep the stored thresholds (0.5 by default).
 
+The shared threshold is chosen under the model's relative threshold (`MultiTaskConfig.relative_threshold`: a label
+must also reach that fraction of its row's top probability); the per-label refinement scores each label alone.
+
 Decisions use the top-1 fallback by default (`metrics.decide_multi_label`): a row where no label passes predicts
 its highest-scoring label, so the choice of threshold never has to buy recall with a near-zero value.
 """

@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--main_role_head", action="store_true",
                         help="add a main-role task (entity_framing_coarse, 3 classes) next to the fine roles")
+    parser.add_argument("--refit", action="store_true",
+                        help="after selection, retrain on train + validation for the best step count (thresholds kept)")
     parser.add_argument("--linear_probe_init", action="store_true", help="fit the heads by logistic regression first (LP-FT)")
     parser.add_argument("--linear_probe_c", type=float, default=0.05)
     parser.add_argument("--class_weighting", choices=["none", "balanced"], default="none")
@@ -177,6 +179,30 @@ def run(options: argparse.Namespace) -> dict:
     validation_metrics = trainer.evaluate()  # the best checkpoint, with the thresholds tuned at its evaluation
 
     model = trainer.model.eval()
+    if options.refit:
+        import dataclasses
+
+        from datasets import concatenate_datasets
+
+        steps = _best_step(trainer) or trainer.state.global_step
+        torch.manual_seed(options.seed)
+        refit = MultiTaskModel.from_backbone(
+            backbone, specs, num_frozen_layers=options.num_frozen_layers, pooling=options.pooling,
+            max_length=options.max_length, stride=options.stride, window_aggregation=options.window_aggregation,
+            relative_threshold=options.relative_threshold, span_context=options.span_context,
+        )
+        for task in model.config.tasks:
+            refit.config.set_thresholds(task["name"], model.config.get_task(task["name"])["thresholds"])
+        refit_args = dataclasses.replace(args, max_steps=steps, eval_strategy="no", save_strategy="no",
+                                         load_best_model_at_end=False, output_dir=str(options.output_dir / (options.tag + "_refit")))
+        # document_index counts rows of each split from 0: shift validation's, or windows of two different
+        # articles would share a document (the linear-probe fit averages a document's windows)
+        offset = max(encoded["train"]["document_index"]) + 1
+        shifted = encoded["validation"].remove_columns("document_index").add_column(
+            "document_index", [index + offset for index in encoded["validation"]["document_index"]])
+        both = concatenate_datasets([encoded["train"], shifted])
+        MultiTaskTrainer(model=refit, args=refit_args, train_dataset=both, processing_class=tokenizer).train()
+        model = refit.eval()
     test_rows = [dict(a) for a in test]
     start = time.time()
     with torch.inference_mode():

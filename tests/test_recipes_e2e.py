@@ -241,3 +241,33 @@ def test_training_arguments_flags_reach_every_run_and_tensorboard(tiny_backbone_
         assert {f"train/loss_{task}" for task in tasks} <= tags, tags
     config = json.loads((out / "best" / "mtl" / "config.json").read_text())
     assert config["head_hidden_size"] == 64
+
+
+def test_refit_on_validation_trains_the_evaluated_model_on_both_sets(tiny_backbone_dir, tmp_path):
+    from transformers import AutoModel
+
+    import modeling  # noqa: F401
+
+    out = tmp_path / "refit"
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "mtl", "--refit_on_validation",
+                                                          "--max_steps", "4", "--save_steps", "2", seeds=("0",)))
+    summary = json.loads((out / "runs" / "mtl__seed0" / "run_summary.json").read_text())["extra"]
+    assert summary["refit_steps"] == summary["best_step"] and summary["refit_steps"] in (2, 4)
+    rows = result_rows(out)
+    validation = {r["train_examples"] for r in rows if r["eval_set"] == "validation"}
+    test = {(r["train_examples"], r["train_steps"]) for r in rows if r["eval_set"] == "test"}
+    (train_rows,), ((refit_rows, refit_steps),) = validation, test
+    assert refit_rows > train_rows and refit_steps == summary["refit_steps"]  # validation windows joined training
+    assert "refit on training + validation" in (out / "report.md").read_text()
+    assert AutoModel.from_pretrained(out / "best" / "mtl").config.task_names
+
+
+def test_with_validation_keeps_documents_apart():
+    from datasets import Dataset
+
+    from mtl_study.training import with_validation
+
+    train = Dataset.from_dict({"document_index": [0, 0, 1], "x": [1, 2, 3]})
+    validation = Dataset.from_dict({"document_index": [0, 1, 1], "x": [4, 5, 6]})
+    both = with_validation(train, validation)
+    assert both["document_index"] == [0, 0, 1, 2, 3, 3] and both["x"] == [1, 2, 3, 4, 5, 6]

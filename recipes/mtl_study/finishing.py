@@ -58,7 +58,9 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     if a.cache_frozen_layers and m.num_frozen_layers > 0:
         frozen += "; their output cached once per window and re-used by every epoch, seed and arm"
     setup = {"recipe": study.recipe, "data": study.data.source, "backbone": _hub_id_of(m.model_name_or_path),
-             "seeds": a.seeds, "split seed (test / validation articles)": a.split_seed, "max_length / stride / window aggregation": f"{m.max_length} / {m.stride} / {m.window_aggregation}",
+             "seeds": a.seeds, "split seed (test / validation articles)": a.split_seed,
+             "evaluated model": ("refit on training + validation for the selection run's best step count (validation "
+                                 "scores: the selection run)") if a.refit_on_validation else "the selection run's best checkpoint", "max_length / stride / window aggregation": f"{m.max_length} / {m.stride} / {m.window_aggregation}",
              "frozen layers": frozen, "epochs (cap) / max_steps": f"{t.num_train_epochs} / {t.max_steps}",
              "learning rate (encoder / heads)": f"{t.learning_rate} / {t.head_learning_rate or t.learning_rate}",
              "batch size": t.per_device_train_batch_size,

@@ -31,7 +31,7 @@ OFFICIAL_METRICS = tuple(OFFICIAL_PREFIX + name for name in (
     "narratives_samples_f1", "subnarratives_samples_f1", "fine_role_exact_match", "main_role_accuracy"))
 
 
-def gold_articles(examples, tasks: Sequence[str] = ()) -> list[dict]:
+def gold_articles(examples) -> list[dict]:
     """Articles in ``load_semeval``'s shape from multi-task examples that carry every SemEval task at both
     granularities (``load_experiment_data``'s sets); mentions without a main role are left out."""
     articles = []
@@ -91,6 +91,8 @@ def _scored_articles(tasks: Sequence[Mapping], examples) -> list[dict]:
     roles = task_roles(tasks)
     narrative = bool(roles.narrative_fine or roles.narrative_coarse)
     entity = bool(roles.entity_coarse or roles.entity_fine)
+    if not (narrative or entity):  # e.g. a ticket table: nothing to score officially
+        return []
     return [a for a in gold_articles(examples)
             if (narrative and a["narratives"] is not None) or (entity and a["mentions"])]
 

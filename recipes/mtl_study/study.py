@@ -29,7 +29,10 @@ from .official import official_classes, official_rows
 from .report import markdown_table
 from .results import atomic_write_text
 from .runner import ExperimentRunner, RunOutcome, RunSpec, distributed_state, run_model_dir, wants_cpu
-from .training import VALIDATION, CompactProgress, count_parameters, filter_expected_noise, run_callbacks, selection_metric, training_summary
+from .training import (
+    VALIDATION, CompactProgress, count_parameters, filter_expected_noise, refit, run_callbacks, selection_metric,
+    training_summary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -270,26 +273,37 @@ class Study:
             trainer.train(resume_from_checkpoint=resume)
             summary = training_summary(trainer, metric, spec.tasks)  # before the evaluations below add to the log
             trainer.tune_thresholds(validation)  # decision thresholds come from validation, never from test
-            metrics = trainer.evaluate({VALIDATION: validation, **encoded_eval})
+            final, final_rows = trainer, len(train)
+            if self.args.refit_on_validation:  # the validation rows below stay the selection model's
+                steps = summary["best_step"] or trainer.state.global_step
+                start = time.time()
+                final = refit(trainer, new_model(spec), args, train, validation, steps,
+                              [c for c in trainer.callback_handler.callbacks if isinstance(c, CompactProgress)])
+                final_rows = len(train) + len(validation)
+                summary.update(refit_steps=steps, refit_seconds=round(time.time() - start, 1))
+            metrics = trainer.evaluate({VALIDATION: validation, **({} if final is not trainer else encoded_eval)})
+            if final is not trainer and encoded_eval:
+                metrics.update(final.evaluate(encoded_eval))
             rows = []
             for set_name in [VALIDATION, *encoded_eval]:
+                source = trainer if set_name == VALIDATION else final
                 for task in (scored.get(set_name) or spec.tasks):
                     for name in REPORTED_METRICS:
                         key = f"eval_{set_name}_{task}_{name}"
                         if key in metrics:
                             rows.append({"task": task, "eval_set": set_name, "metric": name, "value": float(metrics[key]),
-                                         "train_examples": len(train), "train_steps": trainer.state.global_step,
-                                         **parameters})
+                                         "train_examples": len(train) if source is trainer else final_rows,
+                                         "train_steps": source.state.global_step, **parameters})
             if self.args.official_metrics and eval_sets:  # the leaderboard's measures, through predict (not validation)
-                rows += official_rows(trainer.accelerator.unwrap_model(trainer.model), self.tokenizer, eval_sets, scored,
-                                      self._official_classes, train_examples=len(train),
-                                      train_steps=trainer.state.global_step, **parameters)
+                rows += official_rows(final.accelerator.unwrap_model(final.model), self.tokenizer, eval_sets, scored,
+                                      self._official_classes, train_examples=final_rows,
+                                      train_steps=final.state.global_step, **parameters)
 
             model_dir = None
             if self.args.save_best_model:  # the driver moves it to best/<arm> if this run is its arm's best
                 model_dir = run_model_dir(run_dir)
-                trainer.save_model(str(model_dir))
-                if trainer.is_world_process_zero():
+                final.save_model(str(model_dir))
+                if final.is_world_process_zero():
                     self.tokenizer.save_pretrained(str(model_dir))
             return RunOutcome(rows=rows, log_history=list(trainer.state.log_history), model_dir=model_dir,
                               extra={"train_rows": len(train), **summary, **parameters})

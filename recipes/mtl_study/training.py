@@ -6,6 +6,7 @@ training summary (how it stopped, its best and last validation scores) that the 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -194,3 +195,40 @@ def count_parameters(model) -> dict[str, int]:
     return {"trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
             "total_parameters": sum(p.numel() for p in parameters)}
 
+
+
+def with_validation(train, validation):
+    """Training rows followed by the validation rows, as one set for a refit. ``document_index`` numbers the rows
+    of each set from 0, so validation's is shifted past training's: a document's windows must stay its own."""
+    from datasets import concatenate_datasets
+
+    offset = max(train["document_index"], default=-1) + 1
+    shifted = validation.remove_columns("document_index").add_column(
+        "document_index", [index + offset for index in validation["document_index"]])
+    if shifted.features != train.features:
+        shifted = shifted.cast(train.features)
+    return concatenate_datasets([train, shifted])
+
+
+def refit(selected, model, args, train, validation, steps: int, callbacks=()):
+    """Train `model` (a fresh one, seeded like the selection run) on training + validation rows for `steps`
+    optimisation steps, with the decision thresholds the `selected` trainer's model tuned on validation.
+
+    The selection run chose how long to train and the thresholds; the refit spends the validation articles on
+    training too (for a logistic regression on the SemEval features, 25 % more articles gave +0.05 samples-F1).
+    Nothing is evaluated or checkpointed during a refit: there is no held-out set left to stop on.
+    """
+    import dataclasses
+
+    from modeling import MultiTaskTrainer
+
+    chosen = selected.accelerator.unwrap_model(selected.model).config
+    for task in chosen.tasks:
+        if task.get("thresholds") is not None:
+            model.config.set_thresholds(task["name"], task["thresholds"])
+    refit_args = dataclasses.replace(args, output_dir=str(Path(args.output_dir).parent / "refit"), max_steps=steps,
+                                     eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    trainer = MultiTaskTrainer(model=model, args=refit_args, train_dataset=with_validation(train, validation),
+                               processing_class=selected.processing_class, callbacks=list(callbacks))
+    trainer.train()
+    return trainer
