@@ -142,11 +142,16 @@ def run(options: argparse.Namespace) -> dict:
     logger.info("articles: train %d, validation %d, test %d", len(train), len(validation), len(test))
 
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model = MultiTaskModel.from_backbone(
-        backbone, specs, num_frozen_layers=options.num_frozen_layers, pooling=options.pooling,
-        max_length=options.max_length, stride=options.stride, window_aggregation=options.window_aggregation,
-        relative_threshold=options.relative_threshold, span_context=options.span_context,
-    )
+
+    def new_model():
+        torch.manual_seed(options.seed)
+        return MultiTaskModel.from_backbone(
+            backbone, specs, num_frozen_layers=options.num_frozen_layers, pooling=options.pooling,
+            max_length=options.max_length, stride=options.stride, window_aggregation=options.window_aggregation,
+            relative_threshold=options.relative_threshold, span_context=options.span_context,
+        )
+
+    model = new_model()
     encoded = {}
     for name, split in (("train", train), ("validation", validation)):
         encoded[name] = encode_for_model(to_multitask_examples(split, tasks), tokenizer, tasks,
@@ -179,30 +184,11 @@ def run(options: argparse.Namespace) -> dict:
     validation_metrics = trainer.evaluate()  # the best checkpoint, with the thresholds tuned at its evaluation
 
     model = trainer.model.eval()
-    if options.refit:
-        import dataclasses
+    if options.refit:  # the study's refit: fresh model, train + validation, best step count, validation thresholds
+        from mtl_study.training import refit
 
-        from datasets import concatenate_datasets
-
-        steps = _best_step(trainer) or trainer.state.global_step
-        torch.manual_seed(options.seed)
-        refit = MultiTaskModel.from_backbone(
-            backbone, specs, num_frozen_layers=options.num_frozen_layers, pooling=options.pooling,
-            max_length=options.max_length, stride=options.stride, window_aggregation=options.window_aggregation,
-            relative_threshold=options.relative_threshold, span_context=options.span_context,
-        )
-        for task in model.config.tasks:
-            refit.config.set_thresholds(task["name"], model.config.get_task(task["name"])["thresholds"])
-        refit_args = dataclasses.replace(args, max_steps=steps, eval_strategy="no", save_strategy="no",
-                                         load_best_model_at_end=False, output_dir=str(options.output_dir / (options.tag + "_refit")))
-        # document_index counts rows of each split from 0: shift validation's, or windows of two different
-        # articles would share a document (the linear-probe fit averages a document's windows)
-        offset = max(encoded["train"]["document_index"]) + 1
-        shifted = encoded["validation"].remove_columns("document_index").add_column(
-            "document_index", [index + offset for index in encoded["validation"]["document_index"]])
-        both = concatenate_datasets([encoded["train"], shifted])
-        MultiTaskTrainer(model=refit, args=refit_args, train_dataset=both, processing_class=tokenizer).train()
-        model = refit.eval()
+        model = refit(trainer, new_model(), args, encoded["train"], encoded["validation"],
+                      _best_step(trainer) or trainer.state.global_step).model.eval()
     test_rows = [dict(a) for a in test]
     start = time.time()
     with torch.inference_mode():

@@ -281,9 +281,12 @@ class Study:
                               [c for c in trainer.callback_handler.callbacks if isinstance(c, CompactProgress)])
                 final_rows = len(train) + len(validation)
                 summary.update(refit_steps=steps, refit_seconds=round(time.time() - start, 1))
-            metrics = trainer.evaluate({VALIDATION: validation, **({} if final is not trainer else encoded_eval)})
-            if final is not trainer and encoded_eval:
-                metrics.update(final.evaluate(encoded_eval))
+            if final is trainer:
+                metrics = trainer.evaluate({VALIDATION: validation, **encoded_eval})
+            else:  # validation scores the selection model (the refit trained on validation); the other sets the refit
+                metrics = trainer.evaluate({VALIDATION: validation})
+                if encoded_eval:
+                    metrics.update(final.evaluate(encoded_eval))
             rows = []
             for set_name in [VALIDATION, *encoded_eval]:
                 source = trainer if set_name == VALIDATION else final
