@@ -28,6 +28,7 @@ from typing import Sequence
 
 from .semeval import SemEvalFormatError, utf16_offset_table
 from .semeval_official import (
+    FINE_ROLE_DECODINGS,
     Submission,
     constrain_predictions_to_domain,
     read_tsv_lines,
@@ -138,9 +139,13 @@ def write_submission(
     mentions: str | Path | None = None,
     batch_size: int = 16,
     domain_constraint: bool = True,
+    fine_roles: str = "best",
 ) -> Submission:
     """Validate the inputs, predict with the saved model and write the submission files to ``out``; narratives are
-    constrained to each article's domain unless ``domain_constraint`` is False."""
+    constrained to each article's domain unless ``domain_constraint`` is False; ``fine_roles`` as in
+    `submission_from_predictions`."""
+    if fine_roles not in FINE_ROLE_DECODINGS:
+        raise ValueError(f"fine_roles must be one of {FINE_ROLE_DECODINGS}, got {fine_roles!r}")
     model_dir, out = Path(model_dir), Path(out)
     tasks = _model_tasks(model_dir)
     roles = task_roles(tasks)
@@ -167,7 +172,7 @@ def write_submission(
     if domain_constraint and (roles.narrative_fine or roles.narrative_coarse):
         predictions = constrain_predictions_to_domain(articles, predictions, model.config.tasks, model.config.thresholds_of,
                                                       model.config.relative_threshold)
-    submission = submission_from_predictions(articles, predictions, model.config.tasks)
+    submission = submission_from_predictions(articles, predictions, model.config.tasks, fine_roles)
     for path in submission.write(out):
         logger.info("wrote %s", path)
     return submission
@@ -182,11 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--no-domain-constraint", dest="domain_constraint", action="store_false",
                         help="write the model's narratives as predicted, without restricting them to the article's domain")
+    parser.add_argument("--fine-roles", choices=FINE_ROLE_DECODINGS, default="best",
+                        help="best: one fine role per mention, the best pair of fine and main role (default); "
+                             "thresholded: every fine role above its threshold within the main role")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size,
-                                      args.domain_constraint)
+                                      args.domain_constraint, args.fine_roles)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

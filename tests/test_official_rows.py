@@ -63,8 +63,9 @@ def test_an_oracle_scores_one_on_every_official_measure_credited_to_its_task(exp
         "entity_framing_fine": {"official_fine_role_exact_match": 1.0},
         "entity_framing_coarse": {"official_main_role_accuracy": 1.0},  # the coarse head decides the main role
     }
-    wrong = official_task_metrics(_Oracle(experiment, tasks, swap_roles=True), None, experiment.test)
-    assert wrong["entity_framing_coarse"]["official_main_role_accuracy"] == 0.0
+    # a coarse head that is always wrong scores 0 (alone: with the fine task, their joint score decides)
+    wrong = official_task_metrics(_Oracle(experiment, ["entity_framing_coarse"], swap_roles=True), None, experiment.test)
+    assert wrong == {"entity_framing_coarse": {"official_main_role_accuracy": 0.0}}
     # a coarse narrative task alone is scored on narratives only; a fine entity task alone decides the main role
     assert official_task_metrics(_Oracle(experiment, ["narratives_coarse"]), None, experiment.test) == {
         "narratives_coarse": {"official_narratives_samples_f1": 1.0}}

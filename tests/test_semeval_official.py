@@ -150,11 +150,17 @@ def test_entity_lines_one_main_role_and_official_offsets():
         "scores": {"Guardian": 0.6, "Tyrant": 0.9, "Instigator": 0.7, "Victim": 0.1},
     }
     below = {"prediction": [], "scores": {"Guardian": 0.2, "Victim": 0.4, "Tyrant": 0.1}}
-    lines = submission_from_predictions([article], [{fine["name"]: [scored, below]}], [fine]).mentions
+    lines = submission_from_predictions([article], [{fine["name"]: [scored, below]}], [fine], "thresholded").mentions
     assert lines == [
         MentionLine(article["id"], "Putin", 3, 7, "Antagonist", ("Tyrant", "Instigator")),
         MentionLine(article["id"], "Zelensky", 13, 20, "Innocent", ("Victim",)),
     ]
+    # The default ("best") keeps one fine role per mention: the best-scoring one.
+    best = submission_from_predictions([article], [{fine["name"]: [scored, below]}], [fine]).mentions
+    assert [(l.start, l.end, l.main_role, l.fine_roles) for l in best] == [(3, 7, "Antagonist", ("Tyrant",)),
+                                                                            (13, 20, "Innocent", ("Victim",))]
+    with pytest.raises(ValueError, match="fine_roles must be one of"):
+        submission_from_predictions([article], [{fine["name"]: [scored, below]}], [fine], "top3")
     # Plain labels: the majority main role decides; nothing above threshold and no scores is an error.
     plain = submission_from_predictions([article], [{fine["name"]: [["Guardian", "Tyrant", "Spy"], ["Victim"]]}], [fine])
     assert [(l.main_role, l.fine_roles) for l in plain.mentions] == [("Antagonist", ("Tyrant", "Spy")), ("Innocent", ("Victim",))]
@@ -166,6 +172,19 @@ def test_entity_lines_one_main_role_and_official_offsets():
         [article], [{fine["name"]: [["Guardian", "Tyrant"], ["Spy"]], coarse["name"]: ["Protagonist", "Innocent"]}], [fine, coarse]
     )
     assert [(l.main_role, l.fine_roles) for l in both.mentions] == [("Protagonist", ("Guardian",)), ("Innocent", ())]
+    # With scores from both heads, "best" takes the pair with the highest P(fine) x P(main): a confident fine role
+    # outweighs a coarse head that leans the other way (0.9 x 0.45 > 0.1 x 0.55), and a plain coarse label confines
+    # the choice to its fine roles.
+    leaning = {"prediction": "Protagonist", "scores": {"Antagonist": 0.45, "Protagonist": 0.55, "Innocent": 0.0}}
+    sure = {"prediction": ["Tyrant"], "scores": {"Tyrant": 0.9, "Guardian": 0.1, "Victim": 0.05}}
+    joint = submission_from_predictions([article], [{fine["name"]: [sure, sure], coarse["name"]: [leaning, "Innocent"]}],
+                                        [fine, coarse])
+    assert [(l.main_role, l.fine_roles) for l in joint.mentions] == [("Antagonist", ("Tyrant",)), ("Innocent", ("Victim",))]
+    unsure = {"prediction": [], "scores": {"Tyrant": 0.3, "Guardian": 0.25, "Victim": 0.05}}
+    sway = {"prediction": "Protagonist", "scores": {"Antagonist": 0.2, "Protagonist": 0.8, "Innocent": 0.0}}
+    swayed = submission_from_predictions([article], [{fine["name"]: [unsure, unsure], coarse["name"]: [sway, sway]}],
+                                         [fine, coarse])
+    assert [(l.main_role, l.fine_roles) for l in swayed.mentions] == [("Protagonist", ("Guardian",))] * 2
     with pytest.raises(ValueError, match="2 mentions but 1 entity predictions"):
         submission_from_predictions([article], [{fine["name"]: [["Spy"]]}], [fine])
 
@@ -318,6 +337,12 @@ def test_submit_end_to_end_and_score(inputs, capsys):
     assert score_main(["--gold", str(root / "gold"), "--pred", str(out), "--taxonomy", str(root / "taxonomy")]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert all(0.0 <= scores[name] <= 1.0 for name in METRIC_NAMES)
+    # --fine-roles thresholded writes every fine role above threshold (the random model passes many); the default
+    # ("best") writes one per mention, more only on a near tie
+    assert submit_main([*command[:-1], str(root / "thresholded"), "--fine-roles", "thresholded"]) == 0
+    thresholded = Submission.read(root / "thresholded")
+    assert [l.key for l in thresholded.mentions] == [l.key for l in written.mentions]
+    assert max(len(l.fine_roles) for l in thresholded.mentions) > max(len(l.fine_roles) for l in written.mentions) >= 1
 
 
 def test_submit_keeps_narratives_in_the_article_domain_unless_told_not_to(inputs):
