@@ -379,7 +379,8 @@ def submission_from_predictions(
 
 
 def constrain_to_domain(article_id: str, scored: Mapping, labels: Sequence[str], thresholds: Sequence[float],
-                        relative_threshold: float = 0.0) -> list[str]:
+                        relative_threshold: float = 0.0, parents: Mapping[str, str] | None = None,
+                        parent_threshold: float | None = None) -> list[str]:
     """Narrative labels of one article from ``predict``'s ``{"scores": ...}`` entry: those passing their thresholds
     (and ``relative_threshold`` x the best allowed score, as the model's own decisions), keeping only the article's
     domain (known from its id, ``EN_UA_*`` / ``EN_CC_*``) and ``Other``; when nothing is left, the best-scoring
@@ -387,9 +388,18 @@ def constrain_to_domain(article_id: str, scored: Mapping, labels: Sequence[str],
 
     An article's narratives come from its own domain's taxonomy (or ``Other``): measured on held-out splits of the
     English release this never lowered samples-F1 and raised it by up to 0.03 (``recipes/configs/SEMEVAL_SETTING.md``).
+
+    With `parents` (subnarrative -> narrative) and `parent_threshold`, the allowed labels are decoded parent first
+    (:func:`data_prep.narrative_decoding.parent_first_labels`; ``Other`` when no narrative is kept).
     """
     domain = domain_of_article_id(article_id)
     allowed = [label for label in labels if label == OTHER or domain is None or domain_of_label(label) == domain]
+    if parents and parent_threshold is not None:
+        from .narrative_decoding import parent_first_labels
+
+        return parent_first_labels(scored["scores"], [label for label in allowed if label != OTHER],
+                                   {label: parent for label, parent in parents.items() if parent and label != OTHER},
+                                   dict(zip(labels, thresholds)), parent_threshold, relative_threshold, fallback=OTHER)
     floor = relative_threshold * max(scored["scores"][label] for label in allowed)
     kept = [label for label, t in zip(labels, thresholds)
             if label in allowed and scored["scores"][label] >= max(t, floor)]
@@ -397,10 +407,12 @@ def constrain_to_domain(article_id: str, scored: Mapping, labels: Sequence[str],
 
 
 def constrain_predictions_to_domain(articles: Sequence[Mapping], predictions: Sequence[Mapping],
-                                    tasks: Sequence[Mapping | Any], thresholds_of, relative_threshold: float = 0.0) -> list[dict]:
+                                    tasks: Sequence[Mapping | Any], thresholds_of, relative_threshold: float = 0.0,
+                                    parent_threshold: float | None = None) -> list[dict]:
     """``predict(..., return_scores=True)`` output with every narrative task's prediction passed through
     :func:`constrain_to_domain` (``thresholds_of(task_name)``: e.g. ``model.config.thresholds_of``;
-    ``relative_threshold``: the model's ``config.relative_threshold``)."""
+    ``relative_threshold``: the model's ``config.relative_threshold``; ``parent_threshold``: the model's
+    ``narrative_parent_threshold``, which decodes the fine narrative tasks parent first)."""
     roles = task_roles(tasks)
     specs = {spec["name"]: spec for spec in map(_spec, tasks)}
     names = [*roles.narrative_fine, *roles.narrative_coarse]
@@ -411,8 +423,9 @@ def constrain_predictions_to_domain(articles: Sequence[Mapping], predictions: Se
             scored = prediction[name]
             if not isinstance(scored, Mapping) or "scores" not in scored:
                 raise ValueError(f"article {article['id']!r}: task {name!r} has no scores: predict with return_scores=True")
-            entry[name] = {**scored, "prediction": constrain_to_domain(article["id"], scored, specs[name]["labels"],
-                                                                       thresholds_of(name), relative_threshold)}
+            entry[name] = {**scored, "prediction": constrain_to_domain(
+                article["id"], scored, specs[name]["labels"], thresholds_of(name), relative_threshold,
+                roles.parents.get(name), parent_threshold)}
         constrained.append(entry)
     return constrained
 

@@ -13,8 +13,10 @@ of range or a mention text that differs from the document fail with a message na
 Writes ``OUT_DIR/subtask-1-annotations.txt`` and/or ``OUT_DIR/subtask-2-annotations.txt``.
 
 Narratives are decoded within the article's domain (from its id, ``EN_UA_*`` / ``EN_CC_*``: labels of the other
-domain are dropped, ``Other`` stays; see :func:`data_prep.semeval_official.constrain_to_domain`);
-``--no-domain-constraint`` writes the model's plain predictions instead.
+domain are dropped, ``Other`` stays; see :func:`data_prep.semeval_official.constrain_to_domain`), parent first
+when the model carries the narrative threshold a study tuned on validation (``--no-parent-first``: every
+subnarrative on its own threshold; :mod:`data_prep.narrative_decoding`); ``--no-domain-constraint`` writes the
+model's plain predictions instead. Each mention gets its best fine role (``--fine-roles``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
 from .semeval import SemEvalFormatError, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
@@ -140,10 +143,12 @@ def write_submission(
     batch_size: int = 16,
     domain_constraint: bool = True,
     fine_roles: str = "best",
+    parent_first: bool = True,
 ) -> Submission:
     """Validate the inputs, predict with the saved model and write the submission files to ``out``; narratives are
-    constrained to each article's domain unless ``domain_constraint`` is False; ``fine_roles`` as in
-    `submission_from_predictions`."""
+    constrained to each article's domain unless ``domain_constraint`` is False, and decoded parent first when the
+    model carries a tuned ``narrative_parent_threshold`` (`data_prep.narrative_decoding`) unless ``parent_first`` is
+    False; ``fine_roles`` as in `submission_from_predictions`."""
     if fine_roles not in FINE_ROLE_DECODINGS:
         raise ValueError(f"fine_roles must be one of {FINE_ROLE_DECODINGS}, got {fine_roles!r}")
     model_dir, out = Path(model_dir), Path(out)
@@ -170,8 +175,9 @@ def write_submission(
         return_scores=True,
     )
     if domain_constraint and (roles.narrative_fine or roles.narrative_coarse):
+        parent_threshold = getattr(model.config, PARENT_THRESHOLD_ATTRIBUTE, None) if parent_first else None
         predictions = constrain_predictions_to_domain(articles, predictions, model.config.tasks, model.config.thresholds_of,
-                                                      model.config.relative_threshold)
+                                                      model.config.relative_threshold, parent_threshold)
     submission = submission_from_predictions(articles, predictions, model.config.tasks, fine_roles)
     for path in submission.write(out):
         logger.info("wrote %s", path)
@@ -187,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--no-domain-constraint", dest="domain_constraint", action="store_false",
                         help="write the model's narratives as predicted, without restricting them to the article's domain")
+    parser.add_argument("--no-parent-first", dest="parent_first", action="store_false",
+                        help="decode every subnarrative on its own threshold even when the model carries a tuned "
+                             "narrative_parent_threshold (parent-first decoding: data_prep.narrative_decoding)")
     parser.add_argument("--fine-roles", choices=FINE_ROLE_DECODINGS, default="best",
                         help="best: one fine role per mention, the best pair of fine and main role (default); "
                              "thresholded: every fine role above its threshold within the main role")
@@ -194,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size,
-                                      args.domain_constraint, args.fine_roles)
+                                      args.domain_constraint, args.fine_roles, args.parent_first)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -364,6 +364,24 @@ def test_submit_keeps_narratives_in_the_article_domain_unless_told_not_to(inputs
     assert foreign(root / "plain") > 0  # else this test could not fail
 
 
+def test_submit_decodes_parent_first_with_the_models_threshold_unless_told_not_to(inputs, tmp_path_factory):
+    """A stored narrative_parent_threshold above 1 keeps no narrative: every article is `Other`; --no-parent-first
+    ignores it (the random model passes many subnarratives)."""
+    from modeling import MultiTaskModel
+
+    root, documents, mentions, _, saved_model, _ = inputs
+    model_dir = tmp_path_factory.mktemp("parent_first")
+    shutil.copytree(saved_model, model_dir, dirs_exist_ok=True)
+    model = MultiTaskModel.from_pretrained(model_dir)
+    model.config.narrative_parent_threshold = 1.01
+    model.config.save_pretrained(model_dir)
+    command = ["--model", str(model_dir), "--documents", str(documents), "--mentions", str(mentions)]
+    assert submit_main([*command, "--out", str(root / "parent_first")]) == 0
+    assert submit_main([*command, "--out", str(root / "flat"), "--no-parent-first"]) == 0
+    assert {(l.narratives, l.subnarratives) for l in Submission.read(root / "parent_first").narratives} == {(("Other",), ("Other",))}
+    assert any(l.narratives != ("Other",) for l in Submission.read(root / "flat").narratives)
+
+
 def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_factory, capsys):
     root, documents, mentions, _, saved_model, _ = inputs
     broken_model = tmp_path_factory.mktemp("config_only")

@@ -51,9 +51,11 @@ def gold_articles(examples) -> list[dict]:
 
 
 def _credited(tasks: Sequence[Mapping], articles: list[dict], predictions: list[dict], classes,
-              thresholds_of=None, relative_threshold: float = 0.0) -> dict[str, dict[str, float]]:
+              thresholds_of=None, relative_threshold: float = 0.0,
+              parent_threshold: float | None = None) -> dict[str, dict[str, float]]:
     """Official measures of `predictions` (``predict``'s ``return_scores=True`` form) credited to their tasks;
-    narratives decoded within each article's domain when `thresholds_of` is given (the submission default)."""
+    narratives decoded within each article's domain when `thresholds_of` is given (the submission default), parent
+    first with `parent_threshold`."""
     from data_prep.semeval_official import (
         Submission, constrain_predictions_to_domain, submission_from_articles, submission_from_predictions, task_roles,
     )
@@ -63,7 +65,8 @@ def _credited(tasks: Sequence[Mapping], articles: list[dict], predictions: list[
     narrative = (roles.narrative_fine or roles.narrative_coarse or [None])[0]
     entity = roles.entity_coarse or roles.entity_fine
     if narrative is not None and thresholds_of is not None:
-        predictions = constrain_predictions_to_domain(articles, predictions, tasks, thresholds_of, relative_threshold)
+        predictions = constrain_predictions_to_domain(articles, predictions, tasks, thresholds_of, relative_threshold,
+                                                      parent_threshold)
     predicted = submission_from_predictions(articles, predictions, tasks)
     gold = submission_from_articles(articles)
     labelled = {line.article_id for line in gold.narratives}  # articles kept for their mentions only have no line
@@ -97,20 +100,55 @@ def _scored_articles(tasks: Sequence[Mapping], examples) -> list[dict]:
             if (narrative and a["narratives"] is not None) or (entity and a["mentions"])]
 
 
+def _predict_articles(model, tokenizer, articles: list[dict], batch_size: int) -> list[dict]:
+    import torch
+
+    with torch.inference_mode():
+        return model.predict([a["text"] for a in articles],
+                             mentions=[[(m["start"], m["end"]) for m in a["mentions"]] for a in articles],
+                             tokenizer=tokenizer, batch_size=batch_size, return_scores=True)
+
+
 def official_task_metrics(model, tokenizer, examples, classes=None, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """``{task: {official_<measure>: value}}`` of `model` on `examples` (see the module docstring); ``{}`` when
-    none of the model's tasks is a SemEval task."""
-    import torch
+    none of the model's tasks is a SemEval task. Fine narratives are decoded parent first when the model's config
+    carries a ``narrative_parent_threshold`` (:func:`tune_parent_first`)."""
+    from data_prep.narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
 
     articles = _scored_articles(model.config.tasks, examples)
     if not articles:
         return {}
-    with torch.inference_mode():
-        predictions = model.predict([a["text"] for a in articles],
-                                    mentions=[[(m["start"], m["end"]) for m in a["mentions"]] for a in articles],
-                                    tokenizer=tokenizer, batch_size=batch_size, return_scores=True)
+    predictions = _predict_articles(model, tokenizer, articles, batch_size)
     return _credited(model.config.tasks, articles, predictions, classes, model.config.thresholds_of,
-                     model.config.relative_threshold)
+                     model.config.relative_threshold, getattr(model.config, PARENT_THRESHOLD_ATTRIBUTE, None))
+
+
+def tune_parent_first(model, tokenizer, validation_examples, classes=None, batch_size: int = 32) -> float | None:
+    """Choose the narrative threshold of parent-first decoding on validation articles (the sum of the official
+    narratives and subnarratives samples-F1, domain-constrained as a submission is) and store it on
+    ``model.config`` as ``narrative_parent_threshold``, so that the saved model and the submission command use it.
+    Returns it; None (and nothing stored) when the model has no fine narrative task or validation no narratives."""
+    from data_prep.narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE, tune_parent_threshold
+    from data_prep.semeval_official import task_roles
+
+    tasks = model.config.tasks
+    fine = task_roles(tasks).narrative_fine
+    if not fine or not task_roles(tasks).parents.get(fine[0]):
+        return None
+    spec = next(task for task in tasks if task["name"] == fine[0])
+    articles = [a for a in _scored_articles([spec], validation_examples) if a["narratives"] is not None]
+    if not articles:
+        return None
+    predictions = [{fine[0]: p[fine[0]]} for p in _predict_articles(model, tokenizer, articles, batch_size)]
+
+    def score_at(threshold: float) -> float:
+        scores = _credited([spec], articles, predictions, classes, model.config.thresholds_of,
+                           model.config.relative_threshold, threshold).get(fine[0], {})
+        return sum(scores.values())
+
+    threshold = tune_parent_threshold(score_at)
+    setattr(model.config, PARENT_THRESHOLD_ATTRIBUTE, threshold)
+    return threshold
 
 
 def majority_task_metrics(train_examples, examples, tasks: Sequence[Mapping], classes=None) -> dict[str, dict[str, float]]:

@@ -21,11 +21,12 @@ from typing import Callable, Mapping, Sequence
 
 import datasets
 
+from data_prep.narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
 from modeling.vocabulary import SPAN
 
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
 from .data import TASK_KINDS, ExperimentData, load_experiment_data, task_name
-from .official import official_classes, official_rows
+from .official import official_classes, official_rows, tune_parent_first
 from .report import markdown_table
 from .results import atomic_write_text
 from .runner import ExperimentRunner, RunOutcome, RunSpec, distributed_state, run_model_dir, wants_cpu
@@ -297,6 +298,13 @@ class Study:
                             rows.append({"task": task, "eval_set": set_name, "metric": name, "value": float(metrics[key]),
                                          "train_examples": len(train) if source is trainer else final_rows,
                                          "train_steps": source.state.global_step, **parameters})
+            if self.args.official_metrics and self.args.parent_first_narratives:
+                # chosen with the selection model on validation (a refit has trained on validation), kept by the saved model
+                threshold = tune_parent_first(trainer.accelerator.unwrap_model(trainer.model), self.tokenizer,
+                                              self.data.validation, self._official_classes)
+                if threshold is not None:
+                    setattr(final.accelerator.unwrap_model(final.model).config, PARENT_THRESHOLD_ATTRIBUTE, threshold)
+                    summary["narrative_parent_threshold"] = threshold
             if self.args.official_metrics and eval_sets:  # the leaderboard's measures, through predict (not validation)
                 rows += official_rows(final.accelerator.unwrap_model(final.model), self.tokenizer, eval_sets, scored,
                                       self._official_classes, train_examples=final_rows,
