@@ -85,3 +85,33 @@ def test_study_tunes_the_threshold_on_validation_and_the_saved_model_keeps_it(ex
     coarse = MultiTaskModel.from_backbone(tiny_backbone_dir, experiment.specs(["narratives_coarse"]), max_length=64, stride=16)
     assert tune_parent_first(coarse, tokenizer, experiment.validation) is None
     assert not hasattr(coarse.config, PARENT_THRESHOLD_ATTRIBUTE)
+
+
+@pytest.mark.parametrize("parent_first", [True, False])
+def test_recipe_saves_the_tuned_threshold_and_reports_the_decoding(tiny_backbone_dir, tmp_path, parent_first):
+    import importlib.util
+    import json
+    import sys
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("recipe_architecture_comparison_parent_first",
+                                                  REPO_ROOT / "recipes" / "architecture_comparison.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe
+    spec.loader.exec_module(recipe)
+    out = tmp_path / "run"
+    recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--arms", "mtl",
+                 "--granularity", "fine", "--max_steps", "1", "--synthetic_num_documents", "16", "--max_length", "64",
+                 "--num_frozen_layers", "1",
+                 "--save_steps", "1", "--logging_steps", "1", "--parent_first_narratives", str(parent_first).lower()])
+    summary = json.loads((out / "runs" / "mtl__seed0" / "run_summary.json").read_text())["extra"]
+    config = json.loads((out / "best" / "mtl" / "config.json").read_text())
+    setup = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| official measures"))
+    if parent_first:
+        threshold = summary["narrative_parent_threshold"]
+        assert config[PARENT_THRESHOLD_ATTRIBUTE] == threshold
+        assert f"parent first (narrative threshold tuned on validation per run: {threshold};" in setup
+    else:
+        assert "narrative_parent_threshold" not in summary and PARENT_THRESHOLD_ATTRIBUTE not in config
+        assert "parent first" not in setup and "within the article's domain; one fine role per mention" in setup

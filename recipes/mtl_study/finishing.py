@@ -70,6 +70,15 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
                                 f"mean nor any task's {a.primary_metric} improved",
              "decision thresholds": f"tuned on validation ({t.threshold_strategy})",
              "p-value adjustment": a.p_adjust, **study.data.describe()}
+    summaries = read_run_summaries(study.output_dir, [s.run_id for s in specs])
+    if any(str(r.get("metric", "")).startswith("official_") for r in rows):  # SemEval data: say how they were decoded
+        tuned = sorted({s["extra"]["narrative_parent_threshold"] for s in summaries
+                        if s.get("extra", {}).get("narrative_parent_threshold") is not None})
+        setup["official measures (official_* rows)"] = (
+            "predict on the raw test articles; narratives within the article's domain"
+            + (f", parent first (narrative threshold tuned on validation per run: {', '.join(map(str, tuned))}; saved "
+               "with the model)" if tuned else "")
+            + "; one fine role per mention (the best pair of fine and main role)")
     sections = list(extra_sections)
     if study.data.load_summary:
         sections.append(("Data loading", "```\n" + study.data.load_summary.strip() + "\n```"))
@@ -82,7 +91,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
         arm_order=list(arm_order) if arm_order else None, extra_comparisons=list(extra_comparisons), alpha=a.alpha,
         setup=setup, shift_statistics=shift, cross_domain=list(cross_domain), learning_curves=histories, tasks=tasks,
         extra_sections=sections, outputs=outputs, p_adjust=a.p_adjust, baseline_rows=baselines,
-        run_summaries=read_run_summaries(study.output_dir, [s.run_id for s in specs])))
+        run_summaries=summaries))
     print_summary(study, report_rows, report, family, baselines, failed)
     return report
 
