@@ -21,6 +21,17 @@ sys.path.insert(0, str(REPO_ROOT))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def load_recipe(name: str):
+    """The module of ``recipes/<name>.py`` (recipe scripts are not a package: loaded from their file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO_ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_data_path(*parts: str) -> Path:
     """Path under ../shared/data, skipping the calling test (with the reason) when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -1,13 +1,11 @@
 """Known-answer controls: the synthetic corpora plant (or withhold) the relation, and the verdicts read the tests right."""
 
-import importlib.util
 import json
-import sys
 from collections import Counter
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_recipe
 from data_prep.synthetic import SHARED_WORDS
 from data_prep.synthetic_controls import CUE_WORDS, ControlsConfig, control_examples, controls_datasets
 from mtl_study.controls import control_section, control_specs, control_verdicts
@@ -97,10 +95,7 @@ def test_verdicts():
 
 
 def test_recipe_runs_end_to_end_on_a_tiny_backbone(tiny_backbone_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("recipe_transfer_controls", REPO_ROOT / "recipes" / "transfer_controls.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("transfer_controls")
     out = tmp_path / "controls"
     # no --config: the recipe runs its YAML (recipes/configs/transfer_controls.yaml) by default
     recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--max_steps", "1",

@@ -89,17 +89,11 @@ def test_study_tunes_the_threshold_on_validation_and_the_saved_model_keeps_it(ex
 
 @pytest.mark.parametrize("parent_first", [True, False])
 def test_recipe_saves_the_tuned_threshold_and_reports_the_decoding(tiny_backbone_dir, tmp_path, parent_first):
-    import importlib.util
     import json
-    import sys
 
-    from conftest import REPO_ROOT
+    from conftest import load_recipe
 
-    spec = importlib.util.spec_from_file_location("recipe_architecture_comparison_parent_first",
-                                                  REPO_ROOT / "recipes" / "architecture_comparison.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("architecture_comparison")
     out = tmp_path / "run"
     recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--arms", "mtl",
                  "--granularity", "fine", "--max_steps", "1", "--synthetic_num_documents", "16", "--max_length", "64",

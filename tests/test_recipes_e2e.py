@@ -1,24 +1,15 @@
 """Every recipe end to end on tiny settings (tiny random backbone, 2 seeds, 2 steps), resuming after a
 crash with the real trainer, reloading the saved arms, and the real SemEval sample (slow)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, shared_data_path
+from conftest import REPO_ROOT, load_recipe, shared_data_path
 
 RECIPES = REPO_ROOT / "recipes"
-
-
-def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_args(backbone, output_dir, *extra, seeds=("0", "1")):

@@ -7,22 +7,12 @@ ids, mixed label columns, invalid configs, corrupt checkpoints, non-finite losse
 code; these tests check the same guarantees through a whole recipe launch.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(f"reliability_recipe_{name}", REPO_ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_recipe
 
 
 def tiny_args(backbone, output_dir, data_dir, *extra):

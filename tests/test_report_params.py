@@ -1,15 +1,13 @@
 """Model size per arm: parameter counts recorded once per run (row metadata, not metrics), shown in the report's
 setup and in the model card's architecture section; the note under the learning curves."""
 
-import importlib.util
 import json
 import re
-import sys
 
 import pytest
 from huggingface_hub import ModelCard
 
-from conftest import REPO_ROOT
+from conftest import load_recipe
 
 from modeling import MultiTaskModel
 from mtl_study.official import OFFICIAL_METRICS
@@ -136,11 +134,7 @@ def test_card_architecture_shows_the_saved_models_parameters(tmp_path, run_id, e
 
 
 def test_recipe_records_the_counts_once_per_run_in_rows_summary_report_and_card(tiny_backbone_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("recipe_architecture_comparison_params",
-                                                  REPO_ROOT / "recipes" / "architecture_comparison.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("architecture_comparison")
     out = tmp_path / "run"
     recipe.main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(out), "--seeds", "0", "--arms", "mtl",
                  "mtl_adapters", "--max_steps", "1", "--synthetic_num_documents", "16", "--max_length", "64",
