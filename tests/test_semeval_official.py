@@ -338,7 +338,7 @@ def test_submit_end_to_end_and_score(inputs, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert all(0.0 <= scores[name] <= 1.0 for name in METRIC_NAMES)
     # --fine-roles thresholded writes every fine role above threshold (the random model passes many); the default
-    # ("best") writes one per mention, more only on a near tie
+    # ("best") writes one per mention, more only on an exact tie
     assert submit_main([*command[:-1], str(root / "thresholded"), "--fine-roles", "thresholded"]) == 0
     thresholded = Submission.read(root / "thresholded")
     assert [l.key for l in thresholded.mentions] == [l.key for l in written.mentions]
