@@ -258,6 +258,13 @@ def _prediction(value: Any) -> tuple[Any, dict[str, float] | None]:
 FINE_ROLE_DECODINGS = ("best", "thresholded")
 
 
+def check_fine_role_decoding(fine_roles: str) -> str:
+    """`fine_roles` if it names one of `FINE_ROLE_DECODINGS`, else a ValueError (callers check before any prediction)."""
+    if fine_roles not in FINE_ROLE_DECODINGS:
+        raise ValueError(f"fine_roles must be one of {FINE_ROLE_DECODINGS}, got {fine_roles!r}")
+    return fine_roles
+
+
 def _entity_line(article: Mapping, index: int, fine_value: Any, coarse_value: Any,
                  fine_roles: str = "best") -> tuple[str, tuple[str, ...]]:
     fine, fine_scores = _prediction(fine_value) if fine_value is not None else (None, None)
@@ -352,8 +359,7 @@ def submission_from_predictions(
     it are dropped). A mention with no fine role above threshold gets the best-scoring one (scores needed).
     Narratives: see the module docstring.
     """
-    if fine_roles not in FINE_ROLE_DECODINGS:
-        raise ValueError(f"fine_roles must be one of {FINE_ROLE_DECODINGS}, got {fine_roles!r}")
+    check_fine_role_decoding(fine_roles)
     if len(articles) != len(predictions):
         raise ValueError(f"{len(articles)} articles but {len(predictions)} predictions")
     roles = task_roles(tasks)

@@ -33,6 +33,7 @@ from .semeval import SemEvalFormatError, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
     Submission,
+    check_fine_role_decoding,
     constrain_predictions_to_domain,
     read_tsv_lines,
     submission_from_predictions,
@@ -149,8 +150,7 @@ def write_submission(
     constrained to each article's domain unless ``domain_constraint`` is False, and decoded parent first when the
     model carries a tuned ``narrative_parent_threshold`` (`data_prep.narrative_decoding`) unless ``parent_first`` is
     False; ``fine_roles`` as in `submission_from_predictions`."""
-    if fine_roles not in FINE_ROLE_DECODINGS:
-        raise ValueError(f"fine_roles must be one of {FINE_ROLE_DECODINGS}, got {fine_roles!r}")
+    check_fine_role_decoding(fine_roles)  # before the model is loaded
     model_dir, out = Path(model_dir), Path(out)
     tasks = _model_tasks(model_dir)
     roles = task_roles(tasks)

@@ -132,9 +132,10 @@ def tune_parent_first(model, tokenizer, validation_examples, classes=None, batch
     from data_prep.semeval_official import task_roles
 
     tasks = model.config.tasks
-    fine = task_roles(tasks).narrative_fine
-    if not fine or not task_roles(tasks).parents.get(fine[0]):
+    roles = task_roles(tasks)
+    if not roles.narrative_fine or not roles.parents.get(roles.narrative_fine[0]):
         return None
+    fine = roles.narrative_fine
     spec = next(task for task in tasks if task["name"] == fine[0])
     articles = [a for a in _scored_articles([spec], validation_examples) if a["narratives"] is not None]
     if not articles:
