@@ -53,10 +53,14 @@ def test_summary_table_rows(tmp_path):
            "test": {"as_stored": measures, "domain_constrained": measures},
            "baselines": {"probe": measures, "all_other": measures}}
     path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "tag": "k6"}) + "\n", encoding="utf-8")
+    parent_first = {**measures, "narratives_samples_f1": 0.61, "subnarratives_samples_f1": 0.47}
+    newer = {**row, "tag": "k6", "test": {**row["test"], "parent_first": parent_first}}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(newer) + "\n", encoding="utf-8")
     lines = summary_table(path).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| k5 | 100 (80) | 123 | 0.500 | 0.400 |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+    # Lines written before parent-first decoding have no such scores: a dash, not an error or a made-up figure.
+    assert "| – |" in lines[2] and "| 0.610/0.470 |" in lines[3]
 
 
 
