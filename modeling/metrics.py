@@ -192,10 +192,13 @@ def compute_task_metrics(
         thresholds = np.asarray(thresholds, dtype=np.float64)
         if thresholds.shape != (num_labels,):
             raise ValueError(f"task {task['name']!r}: {thresholds.shape[0]} thresholds for {num_labels} labels")
-        gold = labels.astype(bool)
-        predicted = decide_multi_label(probabilities, thresholds, top1_fallback, relative_threshold)
-        # Multi-label calibration: every (example, label) probability against whether the label is present.
-        metrics["ece"] = expected_calibration_error(probabilities, gold, calibration_bins)
+        # An entry of -100 in an otherwise labelled row is an unknown label (the loss skips it too): it counts
+        # neither as gold nor as predicted, so the row is scored on the labels it knows.
+        known = labels != IGNORE_INDEX
+        gold = (labels == 1) & known
+        predicted = decide_multi_label(probabilities, thresholds, top1_fallback, relative_threshold) & known
+        # Multi-label calibration: every known (example, label) probability against whether the label is present.
+        metrics["ece"] = expected_calibration_error(probabilities[known], gold[known], calibration_bins)
 
     scores = _indicator_metrics(predicted, gold, label_names, macro_average)
     metrics.update({key: value for key, value in scores.items() if key != "per_label_f1"})

@@ -110,3 +110,33 @@ def test_recipe_runs_end_to_end_on_a_tiny_backbone(tiny_backbone_dir, tmp_path):
                           ("mtl", "negative", "primary_negative", "primary_negative")}
     report = (out / "report.md").read_text()
     assert "## Known-answer controls" in report and "untestable (too few seeds)" in report
+
+
+def rows_with_differences(positive_differences, negative_gain=0.0):
+    """Control rows whose mtl - stl difference on the positive control is given seed by seed."""
+    rows = []
+    for s, difference in enumerate(positive_differences):
+        for control, gain in (("positive", difference), ("negative", negative_gain + 0.001 * ((s * 7) % 5 - 2))):
+            for arm in ("stl", "mtl"):
+                rows.append({"arm": arm, "seed": s, "task": f"primary_{control}", "eval_set": "test",
+                             "metric": "macro_f1", "control": control, "value": 0.6 + (gain if arm == "mtl" else 0.0)})
+    return rows
+
+
+def test_a_positive_control_won_by_one_outlier_seed_did_not_behave():
+    # 15 of 16 seeds favour stl a little, one favours mtl hugely: the mean is positive and the two-sided test is
+    # significant (p = 0.005, Holm x 2 = 0.01), but the ranks say stl wins, so the planted transfer was NOT found.
+    differences = [-0.01 - 0.001 * i for i in range(15)] + [1.0]
+    verdict = {v["control"]: v for v in control_verdicts(rows_with_differences(differences))}["positive"]
+    comparison = verdict["comparison"]
+    assert comparison.mean_difference > 0 and comparison.significant and comparison.effect_size < 0
+    assert verdict["behaved"] is False
+
+
+def test_tied_seeds_do_not_count_towards_testability():
+    # 8 seeds, but mtl and stl are identical on 3: the test ranks 5 pairs, whose best raw p is 2/2^5 = 0.0625, so
+    # with 2 tests neither verdict means anything, although 8 seeds alone could have reached 0.0156.
+    differences = [0.0, 0.0, 0.0, 0.3, 0.31, 0.32, 0.33, 0.34]
+    verdict = {v["control"]: v for v in control_verdicts(rows_with_differences(differences))}["positive"]
+    assert verdict["comparison"].n_pairs == 8 and verdict["comparison"].testable_pairs == 5
+    assert verdict["behaved"] is None

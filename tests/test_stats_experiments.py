@@ -178,3 +178,18 @@ def test_negative_transfer_sentence_reports_the_adjusted_p():
     expected = adjust_p_values([c.p_value for c in nt.comparisons], "holm")[nt.comparisons.index(worst)]
     assert worst.adjusted_p_value == pytest.approx(expected) and worst.adjusted_p_value > worst.p_value
     assert f"adjusted p (holm) = {format_p(worst.adjusted_p_value)}" in nt.summary_sentence()
+
+
+def test_a_tied_seed_makes_a_comparison_untestable_where_it_lowers_the_reachable_p():
+    from mtl_study.report import comparison_table
+    from mtl_study.stats import adjust_comparisons, paired_comparison, significance_requirement
+
+    # 6 shared seeds, 1 tied: the test ranks 5 differences, so its smallest p is 2/2^5 = 0.0625 (not 2/2^6).
+    stl = {s: 0.5 for s in range(6)}
+    mtl = {0: 0.5, **{s: 0.6 + 0.01 * s for s in range(1, 6)}}
+    comparison = adjust_comparisons([paired_comparison(mtl, stl, arm_a="mtl", arm_b="stl", task="a", eval_set="test")])[0]
+    assert comparison.n_pairs == 6 and comparison.testable_pairs == 5
+    assert comparison.p_value == pytest.approx(0.0625) and not comparison.significant
+    assert comparison_table([comparison]).splitlines()[-1].endswith("| untestable |")
+    sentence = significance_requirement([comparison])
+    assert "With 5 seed pairs that differ" in sentence and "NO result can be significant" in sentence

@@ -51,6 +51,20 @@ def test_unlabelled_rows_are_ignored_and_thresholds_apply():
     assert strict["micro_f1"] == 0.0
 
 
+def test_an_unknown_entry_in_a_labelled_row_is_neither_gold_nor_predicted():
+    # Row [1, -100, 0, 0, 0]: label b is unknown for this example (the loss skips it). Not predicting it there must
+    # not count as a miss (read as gold, -100 would make it one): the row is scored on the labels it knows.
+    probabilities = np.array([[0.9, 0.1, 0.1, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1, 0.1]])
+    partial = np.array([[1, -100, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=float)
+    metrics = compute_task_metrics(MULTI, probabilities, partial)
+    known = np.array([[True, False, True, True, True], [True] * 5])
+    gold, predicted = partial == 1, (probabilities >= 0.5) & known
+    assert metrics["samples_f1"] == pytest.approx(f1_score(gold, predicted, average="samples", zero_division=1)) == 1.0
+    assert metrics["exact_match"] == 1.0 and metrics["f1_b"] == 1.0
+    cells = probabilities[known]
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(cells, gold[known]))
+
+
 def test_single_label_metrics_and_calibration():
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(50, 4))

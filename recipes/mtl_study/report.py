@@ -279,7 +279,7 @@ def comparison_table(comparisons) -> str:
     method = comparisons[0].p_adjust if comparisons else "none"
     body = []
     for c in comparisons:
-        floor = min_adjusted_p_value(c.n_pairs, len(family), method)
+        floor = min_adjusted_p_value(c.testable_pairs, len(family), method)
         verdict = "yes" if c.significant else ("untestable" if floor >= c.alpha or c.p_value is None else "no")
         effect = f"{c.effect_size:+.2f}" if c.effect_size is not None else "—"
         body.append([f"{c.arm_a} − {c.arm_b}", c.task, c.eval_set, f"{c.mean_difference:+.3f}", c.n_pairs,
@@ -405,7 +405,7 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
         family_size = len([c for c in comparisons if c.p_value is not None])
         body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),
                  "significant" if c.significant else (
-                     "not significant" if min_adjusted_p_value(c.n_pairs, family_size, c.p_adjust) < c.alpha else "too few seeds"),
+                     "not significant" if min_adjusted_p_value(c.testable_pairs, family_size, c.p_adjust) < c.alpha else "too few seeds"),
                  "negative transfer" if c.mean_difference < 0 else "no loss"] for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
                   markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",

@@ -137,6 +137,13 @@ class PairedComparison:
     alpha: float = 0.05
     adjusted_p_value: float | None = None  # set by adjust_comparisons over every test of the report
     p_adjust: str = "none"  # the adjustment that produced adjusted_p_value
+    n_nonzero: int | None = None  # pairs with a non-zero difference: the test drops the others (None: n_pairs)
+
+    @property
+    def testable_pairs(self) -> int:
+        """The pairs the Wilcoxon test ranks: seeds on which the two arms differ. What p-value is reachable, and so
+        whether a comparison is testable at all, depends on these, not on every shared seed."""
+        return self.n_pairs if self.n_nonzero is None else self.n_nonzero
 
     @property
     def decision_p_value(self) -> float | None:
@@ -222,7 +229,9 @@ def paired_comparison(
     seeds = sorted(set(values_a) & set(values_b))
     a = np.array([values_a[s] for s in seeds], dtype=float)
     b = np.array([values_b[s] for s in seeds], dtype=float)
-    diff = a - b
+    # Differences rounded before ranking (scipy's advice): 0.7 - 0.6 and 0.8 - 0.7 are one tie, not two ranks, and a
+    # difference of 1e-17 is a tie, not a win.
+    diff = np.round(a - b, 12)
     n = len(seeds)
     mean_diff = float(diff.mean()) if n else float("nan")
     common = dict(arm_a=arm_a, arm_b=arm_b, task=task, eval_set=eval_set, metric=metric, n_pairs=n,
@@ -231,11 +240,12 @@ def paired_comparison(
         return PairedComparison(statistic=None, p_value=None, effect_size=None,
                                 note=f"no seed in common between {arm_a} and {arm_b}: nothing to compare", **common)
     nonzero = int(np.count_nonzero(diff))
+    common["n_nonzero"] = nonzero
     effect = rank_biserial(diff)
     if nonzero == 0:
         return PairedComparison(statistic=None, p_value=1.0, effect_size=None,
                                 note="identical scores on every seed: no difference to test", **common)
-    result = scipy_stats.wilcoxon(a, b, alternative="two-sided", zero_method="wilcox")
+    result = scipy_stats.wilcoxon(diff, alternative="two-sided", zero_method="wilcox")
     p_value = float(result.pvalue)
     note = ""
     if nonzero < MIN_PAIRS_FOR_SIGNIFICANCE:
@@ -255,20 +265,26 @@ def adjust_comparisons(comparisons: Sequence[PairedComparison], method: str = "h
 
 
 def significance_requirement(comparisons: Sequence[PairedComparison], alpha: float = 0.05, method: str = "holm") -> str:
-    """A plain sentence: how many tests, the smallest adjusted p-value their seeds allow, the seeds needed."""
+    """A plain sentence: how many tests, the smallest adjusted p-value their seeds allow, the seeds needed.
+
+    What a test can reach depends on its seeds with a non-zero difference (the Wilcoxon test drops tied ones): the
+    sentence gives the floor of the best-placed test, and of the worst-placed when it is higher."""
     tested = [c for c in comparisons if c.p_value is not None]
     if not tested:
         return "No test could be run."
     m = len(tested)
-    pairs = min(c.n_pairs for c in tested)
-    floor = min_adjusted_p_value(pairs, m, method)
+    fewest, most = min(c.testable_pairs for c in tested), max(c.testable_pairs for c in tested)
+    floor = min_adjusted_p_value(most, m, method)
     needed = seeds_needed(m, alpha, method)
     adjustment = P_ADJUST_METHODS[_check_method(method)]
-    sentence = (f"{m} test{'s' * (m != 1)}, p-values adjusted by {adjustment}. With {pairs} seed pairs the smallest "
-                f"adjusted p-value any of them can reach is {format_p(floor)}; ")
+    sentence = (f"{m} test{'s' * (m != 1)}, p-values adjusted by {adjustment}. With {most} seed pairs that differ "
+                f"(tied seeds do not count) the smallest adjusted p-value a test can reach is {format_p(floor)}")
+    if fewest < most:
+        sentence += (f"; a test with {fewest} such pair{'s' * (fewest != 1)} can reach no lower than "
+                     f"{format_p(min_adjusted_p_value(fewest, m, method))}")
     if floor < alpha:
-        return sentence + f"{needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
-    return sentence + (f"so NO result can be significant at α = {alpha}: {m} tests need at least {needed} seeds "
+        return sentence + f"; {needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
+    return sentence + (f"; so NO result can be significant at α = {alpha}: {m} tests need at least {needed} seeds "
                        f"per arm.")
 
 
