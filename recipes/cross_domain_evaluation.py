@@ -50,7 +50,9 @@ def main(argv=None):
             matrices.append(matrix)
     comparisons = [(f"mtl@{d}", f"stl@{d}") for d in train_domains if "mtl" in args.arms and "stl" in args.arms]
     arm_order = [f"{a}@{d}" for d in train_domains for a in args.arms]
-    return study.finish(rows, arm_order=arm_order, extra_comparisons=comparisons, cross_domain=matrices, tasks=tasks)
+    # Baselines per training domain, held against the arms trained there, on the same per-domain test sets.
+    return study.finish(rows, arm_order=arm_order, extra_comparisons=comparisons, cross_domain=matrices, tasks=tasks,
+                        baseline_eval_sets=test_sets, baseline_train_sets=subsets)
 
 
 if __name__ == "__main__":

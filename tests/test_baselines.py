@@ -85,3 +85,36 @@ def test_a_single_class_task_and_an_unlabelled_task(data):
     assert tfidf == majority  # one class seen: logistic regression cannot fit, the baseline predicts it
     unlabelled = train.map(lambda r: {"topic": None})
     assert baseline_rows(unlabelled, {"test": test}, [TOPIC]) == []
+
+
+def test_baselines_are_scored_with_the_models_decision_rule(data):
+    # Priors of a rare-labels task: every label's prior is below 0.5, so at threshold 0.5 nothing passes. Models
+    # decide with the top-1 fallback by default; a baseline scored without it would be held to another metric.
+    train, _, test = data
+    rare = train.map(lambda r, i: {"tags": [["x"], ["y"], ["z"]][i % 3]}, with_indices=True)
+    plain = {(r["arm"], r["metric"]): r["value"] for r in baseline_rows(rare, {"test": test}, [TAGS])}
+    fallback = {(r["arm"], r["metric"]): r["value"]
+                for r in baseline_rows(rare, {"test": test}, [TAGS], top1_fallback=True)}
+    assert plain[(PRIORS, "samples_f1")] == 0.0  # predicts nothing for anyone
+    assert fallback[(PRIORS, "samples_f1")] > 0.0  # predicts the top prior, as a model would
+    gold = encode_labels(task_instances(test, TAGS)[1], TAGS)
+    priors = np.tile([14 / 40, 13 / 40, 13 / 40], (len(gold), 1))
+    assert fallback[(PRIORS, "samples_f1")] == pytest.approx(
+        compute_task_metrics(TAGS, priors, gold, top1_fallback=True)["samples_f1"])
+
+
+def test_a_conditioned_baseline_is_held_against_its_conditions_arms_only():
+    from mtl_study.baselines import applies_to, baseline_verdicts
+
+    assert applies_to("baseline_tfidf_lr", "mtl@URW") and applies_to("baseline_tfidf_lr@URW", "stl@URW")
+    assert not applies_to("baseline_tfidf_lr@URW", "mtl@CC") and not applies_to("baseline_tfidf_lr@URW", "mtl")
+    rows = [{"arm": arm, "seed": s, "task": "topic", "eval_set": "CC", "metric": "macro_f1", "value": value}
+            for arm, value in (("mtl@URW", 0.5), ("mtl@CC", 0.9)) for s in range(3)]
+    rows += [{"arm": "baseline_tfidf_lr@URW", "seed": 0, "task": "topic", "eval_set": "CC", "metric": "macro_f1",
+              "value": 0.6},
+             {"arm": "baseline_tfidf_lr@CC", "seed": 0, "task": "topic", "eval_set": "CC", "metric": "macro_f1",
+              "value": 0.95}]
+    # mtl@URW misses its own condition's baseline (0.6), not CC's; mtl@CC misses CC's (0.95), not URW's.
+    assert baseline_verdicts(rows) == [
+        "topic (CC): mtl@CC does not beat baseline_tfidf_lr@CC (0.950) on macro_f1.",
+        "topic (CC): mtl@URW does not beat baseline_tfidf_lr@URW (0.600) on macro_f1."]

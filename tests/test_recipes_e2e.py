@@ -165,6 +165,11 @@ def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path
     if recipe == "cross_domain_evaluation":
         assert "Cross-domain matrix" in report and "Asymmetry" in report
         assert list((out / "figures").glob("cross_domain_*.png"))
+        # baselines fitted per training domain, scored on the per-domain test sets the models were scored on
+        assert "*baseline_tfidf_lr@URW*" in report and "*baseline_tfidf_lr@both*" in report
+    if recipe.startswith("cross_domain"):
+        verdicts = [line for line in report.splitlines() if line.startswith("- ") and "baseline" in line]
+        assert verdicts and all("(test)" not in line for line in verdicts)
     if recipe == "data_duplication":
         assert "Token counts of the duplication control" in report
     if recipe == "ticket_router":

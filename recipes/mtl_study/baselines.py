@@ -1,16 +1,20 @@
 """Reference baselines every model arm must beat, on the same data and with the same metrics.
 
-For each task, trained on the training examples and scored with :func:`modeling.metrics.compute_task_metrics`:
+For each task, trained on the training examples and scored with :func:`modeling.metrics.compute_task_metrics`
+under the models' decision rule (top-1 fallback, relative threshold, macro averaging: the study passes its own):
 
 * ``baseline_majority``: the most frequent training label (single-label) or label set (multi-label), always;
 * ``baseline_priors``: probabilities = the training label frequencies (decision threshold 0.5 for multi-label);
   ``baseline_priors_tuned`` (multi-label, when a validation set is given): the same probabilities with one
-  threshold tuned on validation;
+  threshold tuned on validation as the models' is (``modeling.thresholds.tune_shared_threshold``);
 * ``baseline_tfidf_lr``: TF-IDF + logistic regression (scikit-learn; one-vs-rest for multi-label, its threshold
-  tuned on validation when given). Span tasks use the mention's words plus ``context_words`` words either side.
+  tuned on validation the same way when given). Span tasks use the mention's words plus ``context_words`` words
+  either side.
 
 Rows are shaped like the runner's (``arm, seed, task, eval_set, metric, value``) with ``seed = 0``: baselines are
-deterministic, and their arms start with ``baseline_`` so statistics never pair them by seed.
+deterministic, and their arms start with ``baseline_`` so statistics never pair them by seed. A baseline fitted on
+one condition's training data is named ``baseline_<name>@<condition>`` and is held against the model arms of that
+condition only (``<arm>@<condition>``, as in ``cross_domain_evaluation``); one without ``@`` against every arm.
 :func:`baseline_verdicts` says which model arm fails to beat which baseline.
 """
 
@@ -24,16 +28,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from modeling.metrics import compute_task_metrics
+from modeling.thresholds import tune_shared_threshold
 from modeling.vocabulary import IGNORE_INDEX, MULTI_LABEL, SPAN
 
 from .stats import BASELINE_ARM_PREFIX, is_baseline_arm, summarize
 
 logger = logging.getLogger(__name__)
 
+#: Joins a baseline's name and the condition whose training data it was fitted on (``baseline_tfidf_lr@URW``).
+CONDITION_SEPARATOR = "@"
 MAJORITY, PRIORS, PRIORS_TUNED, TFIDF_LR = (f"{BASELINE_ARM_PREFIX}{name}" for name in ("majority", "priors", "priors_tuned", "tfidf_lr"))
 #: Metrics copied into rows (those of the runner's rows that a task reports).
 BASELINE_METRICS = ("macro_f1", "micro_f1", "samples_f1", "exact_match", "coarse_macro_f1", "main_role_accuracy")
-THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -144,19 +150,17 @@ def fit_tfidf_lr(train_texts: Sequence[str], train_gold: np.ndarray, task: Mappi
     return predict
 
 
-def tune_threshold(probabilities: np.ndarray, gold: np.ndarray, task: Mapping, metric: str) -> float:
-    """The one multi-label threshold of :data:`THRESHOLD_GRID` maximising ``metric`` on validation (ties: closest to 0.5)."""
-    scores = [compute_task_metrics(task, probabilities, gold, thresholds=[t] * probabilities.shape[1], per_label=False)
-              .get(metric, float("-inf")) for t in THRESHOLD_GRID]
-    best = [t for t, s in zip(THRESHOLD_GRID, scores) if np.isclose(s, max(scores))]
-    return float(min(best, key=lambda t: abs(t - 0.5)))
-
-
 # ------------------------------------------------------------------------------------------------ rows
 def baseline_rows(train_examples, eval_sets: Mapping[str, object], tasks: Sequence[Mapping], validation=None,
-                  metrics: Sequence[str] = BASELINE_METRICS, tuning_metric: str = "macro_f1",
-                  context_words: int = 8) -> list[dict]:
-    """Results rows of every baseline x task x evaluation set x metric (see the module docstring)."""
+                  metrics: Sequence[str] = BASELINE_METRICS, context_words: int = 8, macro_average: str = "present", top1_fallback: bool = False,
+                  relative_threshold: float = 0.0) -> list[dict]:
+    """Results rows of every baseline x task x evaluation set x metric (see the module docstring).
+
+    ``macro_average``, ``top1_fallback`` and ``relative_threshold`` are the models' decision rule and averaging
+    (the study passes its own): a baseline scored by another rule would be compared on another metric. Multi-label
+    thresholds are tuned as the models' are by default (one per task, for samples-F1 under that rule).
+    """
+    decision = {"macro_average": macro_average, "top1_fallback": top1_fallback, "relative_threshold": relative_threshold}
     rows = []
     for task in tasks:
         train_texts, train_gold = _labelled(*_instances(train_examples, task, context_words))
@@ -173,11 +177,12 @@ def baseline_rows(train_examples, eval_sets: Mapping[str, object], tasks: Sequen
             predictors[PRIORS_TUNED] = predictors[PRIORS]
             valid_texts, valid_gold = _instances(validation, task, context_words)
             for arm in (PRIORS_TUNED, TFIDF_LR):
-                thresholds[arm] = tune_threshold(predictors[arm](valid_texts), valid_gold, task, tuning_metric)
+                thresholds[arm] = tune_shared_threshold(predictors[arm](valid_texts), valid_gold,
+                                                        top1_fallback=top1_fallback, relative_threshold=relative_threshold)
         for set_name, examples in eval_sets.items():
             texts, gold = _instances(examples, task, context_words)
             for arm, predict in predictors.items():
-                scores = compute_task_metrics(task, predict(texts), gold, per_label=False,
+                scores = compute_task_metrics(task, predict(texts), gold, per_label=False, **decision,
                                               thresholds=[thresholds[arm]] * len(task["labels"]) if multi else None)
                 rows += [{"arm": arm, "seed": 0, "task": task["name"], "eval_set": set_name, "metric": m,
                           "value": float(scores[m]), **({"threshold": thresholds[arm]} if multi else {})}
@@ -191,13 +196,21 @@ def _instances(examples, task: Mapping, context_words: int) -> tuple[list[str], 
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
+def applies_to(baseline_arm: str, model_arm: str) -> bool:
+    """Whether a baseline is held against a model arm: ``baseline_x@c`` against the arms of condition ``c``
+    (``<arm>@c``) only, ``baseline_x`` against every arm."""
+    _, at, condition = baseline_arm.partition(CONDITION_SEPARATOR)
+    return not at or model_arm.endswith(f"{CONDITION_SEPARATOR}{condition}")
+
+
 def beaten_baselines(rows: Sequence[Mapping], metric: str) -> dict[tuple[str, str, str], list[tuple[str, float]]]:
     """``(arm, task, eval_set) -> [(baseline, its value), ...]`` for every baseline the arm's mean does NOT beat."""
     baselines = [r for r in rows if is_baseline_arm(r["arm"]) and r["metric"] == metric]
     out: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
     for s in summarize([r for r in rows if not is_baseline_arm(r["arm"])], metric=metric):
         failed = [(b["arm"], float(b["value"])) for b in baselines
-                  if b["task"] == s.task and b["eval_set"] == s.eval_set and not s.mean > float(b["value"])]
+                  if b["task"] == s.task and b["eval_set"] == s.eval_set and applies_to(b["arm"], s.arm)
+                  and not s.mean > float(b["value"])]
         out[(s.arm, s.task, s.eval_set)] = sorted(failed)
     return out
 

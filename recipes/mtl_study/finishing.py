@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from .baselines import baseline_rows, baseline_verdicts
+from .baselines import CONDITION_SEPARATOR, baseline_rows, baseline_verdicts
 from .cards import build_model_card, push_to_hub
 from .convergence import read_run_summaries
 from .official import official_baseline_rows
@@ -30,11 +30,15 @@ logger = logging.getLogger(__name__)
 
 def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
                  cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
-                 eval_set: str = "test", baseline_eval_sets: Mapping | None = None) -> Path:
+                 eval_set: str = "test", baseline_eval_sets: Mapping | None = None,
+                 baseline_train_sets: Mapping | None = None) -> Path:
     """Write the report, the cards and the console summary of ``study`` for its results ``rows``.
 
     ``baseline_eval_sets`` (name -> multi-task examples) are the sets the baselines (majority, label priors,
-    TF-IDF + logistic regression) are scored on, with the same metrics as the models; default ``{"test": test}``.
+    TF-IDF + logistic regression) are scored on, with the same metrics as the models; default ``{"test": test}``:
+    pass the sets the runs were evaluated on when they are others (per-domain sets, say). ``baseline_train_sets``
+    (condition -> multi-task examples) are the training data they are fitted on: ``{"": train}`` by default (held
+    against every arm); a condition ``c`` gives ``baseline_*@c`` rows, held against the arms ``<arm>@c`` only.
     """
     if not study._is_main():
         return study.output_dir / "report.md"
@@ -48,7 +52,12 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     report_rows = held_out or rows
     family = comparison_family(report_rows, baseline="stl", metric=a.primary_metric, arm_order=arm_order,
                                extra_comparisons=list(extra_comparisons), alpha=a.alpha, p_adjust=a.p_adjust)
-    baselines = _baselines(study, tasks, baseline_eval_sets)
+    baselines = _baselines(study, tasks, baseline_eval_sets, baseline_train_sets)
+    scored = {(r["task"], r["eval_set"]) for r in report_rows}
+    if baselines and not scored & {(b["task"], b["eval_set"]) for b in baselines}:
+        logger.warning("the baselines were scored on %s but the models on %s: no model is held against a baseline "
+                       "(pass the runs' evaluation sets as baseline_eval_sets)",
+                       sorted({b["eval_set"] for b in baselines}), sorted({e for _, e in scored}))
     outputs = {"report": str(study.output_dir / "report.md"), "results (one row per run x task x set x metric)":
                str(study.output_dir / "results.jsonl"), "figures": str(study.output_dir / "figures"),
                "runs (log histories, summaries)": str(study.output_dir / "runs")}
@@ -96,13 +105,22 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     return report
 
 
-def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None) -> list[dict]:
+def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None, train_sets: Mapping | None) -> list[dict]:
     """The reviewer's first baselines on the study's data, or none (with a log line) when they cannot apply."""
     eval_sets = dict(eval_sets) if eval_sets is not None else {"test": study.data.test}
+    train_sets = dict(train_sets) if train_sets is not None else {"": study.data.train}
+    specs = study.data.specs(tasks)
+    # The models' decision rule and averaging, so that "does not beat" compares the same metric.
+    decision = {"macro_average": study.training.macro_average, "top1_fallback": study.training.top1_fallback,
+                "relative_threshold": study.model_args.relative_threshold}
+    rows = []
     try:
-        rows = baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), validation=study.data.validation)
-        if study.args.official_metrics:
-            rows += official_baseline_rows(study.data.train, eval_sets, study.data.specs(tasks), study._official_classes)
+        for condition, train in train_sets.items():
+            fitted = baseline_rows(train, eval_sets, specs, validation=study.data.validation, **decision)
+            if study.args.official_metrics:
+                fitted += official_baseline_rows(train, eval_sets, specs, study._official_classes)
+            suffix = f"{CONDITION_SEPARATOR}{condition}" if condition else ""
+            rows += [{**row, "arm": row["arm"] + suffix} for row in fitted]
         return rows
     except (KeyError, ValueError) as error:  # e.g. a recipe whose tasks are not all in the shared data
         logger.warning("baselines not computed: %s", error)

@@ -375,7 +375,9 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
         from .baselines import baseline_verdicts
 
         lines += ["Rows in italics are reference baselines fitted on the same training data and scored with the same "
-                  "metrics (majority class, label priors, TF-IDF + logistic regression; see `mtl_study.baselines`).", "",
+                  "metrics and decision rule (majority class, label priors, TF-IDF + logistic regression; see "
+                  "`mtl_study.baselines`); a baseline named `…@<condition>` was fitted on that condition's training "
+                  "data and is held against that condition's arms only.", "",
                   *[f"- {line}" for line in baseline_verdicts([*rows, *baselines], metric)], ""]
     other_metrics = sorted({r["metric"] for r in rows} - {metric})
     for other in other_metrics:
