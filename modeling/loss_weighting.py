@@ -222,17 +222,18 @@ class GradNormWeighting(TaskWeighting):
                 self.initial_losses[index] = float(task_losses[self.task_names[index]])
         norms = np.asarray([gradient_norms[self.task_names[index]] for index in active], dtype=np.float64)
         losses = np.asarray([task_losses[self.task_names[index]] for index in active], dtype=np.float64)
-        initial = self.initial_losses[active].double().numpy()
-        weights = self.weights[active].double().numpy()
+        # .cpu(): the trainer moves this module to the model's device, and numpy only reads host memory.
+        initial = self.initial_losses[active].detach().double().cpu().numpy()
+        weights = self.weights[active].detach().double().cpu().numpy()
         weighted_norms = weights * norms
         loss_ratios = losses / initial
         inverse_rates = loss_ratios / loss_ratios.mean()
         targets = weighted_norms.mean() * inverse_rates**self.alpha
         gradient = np.sign(weighted_norms - targets) * norms
-        new_weights = self.weights.double().numpy().copy()
+        new_weights = self.weights.detach().double().cpu().numpy().copy()
         new_weights[active] = np.maximum(weights - self.learning_rate * gradient, 1e-3)
         new_weights *= len(self.task_names) / new_weights.sum()
-        self.weights.copy_(torch.as_tensor(new_weights, dtype=self.weights.dtype))
+        self.weights.copy_(torch.as_tensor(new_weights, dtype=self.weights.dtype, device=self.weights.device))
         self._last_norms = {self.task_names[index]: float(norm) for index, norm in zip(active, weighted_norms)}
 
     def extra_logs(self) -> dict[str, float]:
@@ -372,7 +373,7 @@ def balanced_loss_options(dataset, task: Mapping, max_weight: float = 50.0) -> d
         return {"class_weights": torch.tensor(np.minimum(weights, max_weight), dtype=torch.float32)}
     if labels.shape[1] != num_labels:
         raise ValueError(f"column {column!r}: rows of {labels.shape[1]} labels, the task has {num_labels}")
-    positives = (labels > 0.5).sum(axis=0).astype(np.float64)
-    negatives = len(labels) - positives
+    positives = (labels == 1).sum(axis=0).astype(np.float64)
+    negatives = (labels == 0).sum(axis=0).astype(np.float64)  # known negatives: an unknown (-100) entry is neither
     pos_weight = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
     return {"pos_weight": torch.tensor(np.clip(pos_weight, 1e-3, max_weight), dtype=torch.float32)}

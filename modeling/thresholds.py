@@ -25,17 +25,21 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from .metrics import decide_multi_label, labelled_mask
-from .vocabulary import MULTI_LABEL
+from .vocabulary import IGNORE_INDEX, MULTI_LABEL
 
 THRESHOLD_STRATEGIES = ("shared", "per_label", "none")
 DEFAULT_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 
-def _labelled(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled rows' probabilities, gold (bool) and which entries are known: a -100 entry in a labelled row
+    is an unknown label, neither gold nor a decision to score (as in `metrics.compute_task_metrics`)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels)
     mask = labelled_mask(labels, MULTI_LABEL)
-    return probabilities[mask], labels[mask].astype(bool)
+    labels = labels[mask]
+    known = labels != IGNORE_INDEX
+    return probabilities[mask], (labels == 1) & known, known
 
 
 def _closest_to_half(grid: np.ndarray, scores: np.ndarray) -> float:
@@ -50,14 +54,14 @@ def tune_shared_threshold(
 ) -> float:
     """One threshold for every label of a task, maximising samples-F1 over the labelled rows (decided as
     `decide_multi_label` does, with the same fallback and relative threshold)."""
-    probabilities, gold = _labelled(probabilities, labels)
+    probabilities, gold, known = _labelled(probabilities, labels)
     grid = np.asarray(sorted(grid), dtype=np.float64)
     if not len(gold):
         return 0.5
     scores = np.asarray([
         f1_score(
             gold,
-            decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback, relative_threshold),
+            decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback, relative_threshold) & known,
             average="samples",
             zero_division=1.0,
         )
@@ -78,17 +82,18 @@ def tune_thresholds(
     Labels with fewer than `min_support` positive rows keep their current threshold (or 0.5): with few positives
     the F1-optimal threshold only fits those rows (with none it would merely encode "never predict").
     """
-    probabilities, gold = _labelled(probabilities, labels)
+    probabilities, gold, known = _labelled(probabilities, labels)
     num_labels = probabilities.shape[1]
     thresholds = list(current) if current is not None else [0.5] * num_labels
     if len(thresholds) != num_labels:
         raise ValueError(f"got {len(thresholds)} current thresholds for {num_labels} labels")
     grid = np.asarray(sorted(grid), dtype=np.float64)
     for label in range(num_labels):
-        positives = gold[:, label]
+        rows = known[:, label]  # the rows that know this label
+        positives = gold[rows, label]
         if positives.sum() < max(min_support, 1):
             continue
-        predicted = probabilities[:, label][None, :] >= grid[:, None]  # [G, N]
+        predicted = probabilities[rows, label][None, :] >= grid[:, None]  # [G, N]
         tp = (predicted & positives).sum(axis=1)
         wrong = (predicted != positives).sum(axis=1)  # false positives + false negatives
         thresholds[label] = _closest_to_half(grid, 2.0 * tp / np.maximum(2 * tp + wrong, 1))

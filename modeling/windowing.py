@@ -66,7 +66,8 @@ def window_text(
 
     Raises:
         ValueError: empty text, a slow tokenizer, invalid `max_length`/`stride`, a mention out of range or
-            covering no token, or a mention longer than a window (it could never be seen whole).
+            covering no token, or a mention no window shows whole: longer than a window, or straddling a window
+            boundary while longer than `stride` + 1 tokens (consecutive windows share `stride` tokens).
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -139,7 +140,9 @@ def window_text(
             if overlapping:
                 raise ValueError(
                     f"mention {m} ({start}, {end}) {snippet!r} does not fit whole in any window of "
-                    f"max_length={max_length} tokens with stride={stride}: it is longer than a window can show"
+                    f"max_length={max_length} tokens with stride={stride}: windows overlap by {stride} tokens, so a "
+                    f"mention that straddles a window boundary is seen whole only when it is at most {stride + 1} "
+                    "tokens long (raise --stride), and never when it is longer than a window (raise --max_length)"
                 )
             raise ValueError(f"mention {m} ({start}, {end}) {snippet!r} covers no token (whitespace only?)")
 

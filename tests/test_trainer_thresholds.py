@@ -78,3 +78,16 @@ def test_threshold_arguments_are_validated(tmp_path):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), threshold_strategy="magic")
     with pytest.raises(ValueError, match="--threshold_min_support must be >= 1"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), threshold_min_support=0)
+
+
+def test_unknown_entries_do_not_steer_threshold_tuning():
+    # Label b is unknown (-100) on four rows where it scores 0.3, and a known negative at 0.32 on two. Read as a
+    # positive, -100 would pull the threshold down to 0.3, which predicts b on the known negatives; the known
+    # entries are perfectly separated at any threshold above 0.32, so the shared rule's tie-break (closest to 0.5)
+    # keeps 0.5.
+    probabilities = np.array([[0.9, 0.3]] * 4 + [[0.9, 0.32]] * 2)
+    labels = np.array([[1, -100]] * 4 + [[1, 0]] * 2)
+    assert tune_shared_threshold(probabilities, labels) == 0.5
+    per_label = tune_thresholds(probabilities, labels, current=[0.5, 0.5])
+    assert per_label[1] == 0.5  # label b has no known positive: it keeps its threshold
+

@@ -159,3 +159,14 @@ def test_resume_restores_the_weighting_state(tiny_backbone_dir, tmp_path):
     resumed = run(tmp_path / "resumed", resume=str(checkpoint))
     torch.testing.assert_close(resumed.loss_weighting.log_variances, full.loss_weighting.log_variances)
     torch.testing.assert_close(resumed.model.heads["topic"].classifier.weight, full.model.heads["topic"].classifier.weight)
+
+
+def test_unknown_multi_label_entries_are_neither_positive_nor_negative():
+    from datasets import Dataset
+
+    # Label q is unknown (-100) on the first two rows and known once positive, once negative: pos_weight 1, not 3.
+    rows = [{"labels.tags": tags} for tags in ([1.0, -100.0], [0.0, -100.0], [1.0, 1.0], [0.0, 0.0])]
+    tags = {"name": "tags", "problem_type": "multi_label_classification", "labels": ["p", "q"]}
+    pos_weight = balanced_loss_options(Dataset.from_list(rows), tags)["pos_weight"]
+    torch.testing.assert_close(pos_weight, torch.tensor([1.0, 1.0]))
+

@@ -86,6 +86,12 @@ def test_errors_name_the_problem(tokenizer):
         window_text(tokenizer, text, [(0, len(text))], max_length=16, stride=4)
     with pytest.raises(ValueError, match="stride"):
         window_text(tokenizer, text, max_length=16, stride=14)
+    # A short mention is lost too when it straddles a window boundary and the overlap is too small to show it whole.
+    straddling = " ".join(["word"] * 13 + ["alpha", "beta", "gamma"] + ["word"] * 20)
+    start = straddling.index("alpha")
+    with pytest.raises(ValueError, match=r"straddles a window boundary .* at most 1 tokens long \(raise --stride\)"):
+        window_text(tokenizer, straddling, [(start, start + len("alpha beta gamma"))], max_length=16, stride=0)
+    assert window_text(tokenizer, straddling, [(start, start + len("alpha beta gamma"))], max_length=16, stride=4)
 
 
 def test_aggregate_document_scores():
