@@ -130,25 +130,36 @@ class _Collector:
         logger.warning("skipped: %s", error)
 
 
+def is_article_file(path: Path) -> bool:
+    """Whether ``path`` is an article of a ``raw-documents`` folder (``<LANG>_<UA|CC>_<id>.txt``), not a stray file."""
+    return path.is_file() and bool(_ARTICLE_NAME.match(path.name))
+
+
+def read_article_text(path: Path) -> tuple[str, bool]:
+    """An article's text exactly as stored (every character counts for the official offsets, ``"\r"`` included),
+    without a leading byte order mark, and whether it had one. Raises UnicodeDecodeError."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    if text.startswith(_BOM):  # an editor's encoding mark, not text: offsets count from the first character
+        return text[len(_BOM):], True
+    return text, False
+
+
 def _read_articles(raw_dir: Path, problem: _Collector) -> dict[str, str]:
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"{raw_dir}: folder of raw documents not found (expected <data_dir>/<LANG>/{RAW_DOCUMENTS_DIR})")
     articles: dict[str, str] = {}
     for path in sorted(raw_dir.iterdir()):
-        if not path.is_file() or not _ARTICLE_NAME.match(path.name):
+        if not is_article_file(path):
             problem.skip("stray file", SemEvalFormatError(
                 "not an article (article files are named <LANG>_<UA|CC>_<id>.txt); ignored", path))
             continue
         try:
-            # newline="" keeps the text exactly as stored: the organisers' offsets count every character
-            with open(path, encoding="utf-8", newline="") as handle:
-                text = handle.read()
+            text, had_mark = read_article_text(path)
         except UnicodeDecodeError as error:
             problem("undecodable article", SemEvalFormatError(f"article is not valid UTF-8 ({error})", path))
             continue
-        if text.startswith(_BOM):  # an editor's encoding mark, not text: offsets count from the first character
-            text = text[len(_BOM):]
-            problem.report.articles_with_byte_order_mark += 1
+        problem.report.articles_with_byte_order_mark += had_mark
         if not text.strip():
             problem("empty article", SemEvalFormatError("article is empty", path))
             continue

@@ -136,9 +136,10 @@ def write_subtask2(lines: Iterable[NarrativeLine], path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_tsv_lines(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-blank lines of a UTF-8 TSV file as (1-based line number, fields); CRLF or LF endings."""
+    """Non-blank lines of a UTF-8 TSV file as (1-based line number, fields); CRLF or LF endings; a leading byte
+    order mark is dropped (as the loader does), not read into the first article id."""
     try:
-        content = path.read_text(encoding="utf-8")
+        content = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise SemEvalFormatError(f"not valid UTF-8 ({error})", path) from error
     return [(number, line.rstrip("\r").split("\t")) for number, line in enumerate(content.split("\n"), 1) if line.strip()]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
-from .semeval import SemEvalFormatError, utf16_offset_table
+from .semeval import SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
     Submission,
@@ -48,21 +48,24 @@ def read_documents(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder of raw documents not found")
-    articles = []
+    articles, stray = [], []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+        if not is_article_file(path):  # the loader's rule: a stray file would get a line the scorer rejects
+            if path.is_file() and not path.name.startswith("."):
+                stray.append(path.name)
             continue
         try:
-            # newline="" keeps the text as stored: the official offsets count every character, "\r" included
-            with open(path, encoding="utf-8", newline="") as handle:
-                text = handle.read()
+            text, _ = read_article_text(path)  # as the loader reads it: byte order mark dropped, "\r" kept
         except UnicodeDecodeError as error:
             raise SemEvalFormatError(f"document is not valid UTF-8 ({error})", path) from error
         if not text.strip():
             raise SemEvalFormatError("document is empty", path)
         articles.append({"id": path.name, "text": text, "mentions": []})
+    if stray:
+        logger.warning("%s: %d file(s) not named like an article (<LANG>_<UA|CC>_<id>.txt) skipped: %s", folder,
+                       len(stray), ", ".join(stray[:5]) + (" ..." if len(stray) > 5 else ""))
     if not articles:
-        raise FileNotFoundError(f"{folder}: no documents in the folder")
+        raise FileNotFoundError(f"{folder}: no documents in the folder (article files are named <LANG>_<UA|CC>_<id>.txt)")
     return articles
 
 

@@ -99,6 +99,25 @@ def test_readers_name_file_line_and_field(tmp_path):
         Submission.read(tmp_path / "nothing")
 
 
+def test_submission_inputs_are_read_as_the_loader_reads_them(tmp_path, caplog):
+    from data_prep.semeval_submit import attach_mentions, read_documents
+
+    documents = tmp_path / "raw-documents"
+    documents.mkdir()
+    # A byte order mark before the text: offsets count from the first character after it, as the loader reads it.
+    (documents / "EN_UA_1.txt").write_text("\ufeffPutin met Zelensky.", encoding="utf-8")
+    (documents / "notes.md").write_text("not an article", encoding="utf-8")  # would get a line the scorer rejects
+    with caplog.at_level("WARNING"):
+        articles = read_documents(documents)
+    assert [a["id"] for a in articles] == ["EN_UA_1.txt"] and articles[0]["text"].startswith("Putin")
+    assert "notes.md" in caplog.text
+    mentions = tmp_path / "mentions.txt"
+    mentions.write_text("\ufeffEN_UA_1.txt\tPutin\t0\t4\n", encoding="utf-8")  # a marked mentions file too
+    assert attach_mentions(articles, mentions) == 1
+    mention = articles[0]["mentions"][0]
+    assert articles[0]["text"][mention["start"]:mention["end"]] == "Putin"
+
+
 # ------------------------------------------------------------------------------------------ predictions -> lines
 def _article(article_id="EN_UA_000001.txt", text="Putin met Zelensky in Kyiv.", spans=()):
     return {"id": article_id, "text": text, "mentions": [{"start": s, "end": e} for s, e in spans]}
