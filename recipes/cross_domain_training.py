@@ -35,7 +35,7 @@ def main(argv=None):
     args, training, model, recipe = parse_recipe_args("cross_domain_training", argv, extra=[CrossDomainTrainingArguments])
     study = Study(args, training, model, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
                   f"With {recipe.primary_task} labelled only on {recipe.primary_domain}, does an auxiliary task trained on "
-                  "the other domain carry the primary task over there?")
+                  "the other domain carry the primary task over there?", extra=[recipe])
     tasks = study.task_names()
     primary = next(t for t in tasks if t.startswith(recipe.primary_task))
     auxiliary = [t for t in tasks if t != primary]

@@ -96,7 +96,8 @@ def main(argv=None):
     args, training, model, tickets = parse_recipe_args("ticket_router", argv, extra=[TicketArguments])
     data = load_tickets(training.output_dir, args, tickets)
     study = Study(args, training, model, "ticket_router", "Ticket router: one multi-task model vs one model per label", 
-                  "Is one three-headed router as good as three single-task classifiers, and what does it save?", data=data)
+                  "Is one three-headed router as good as three single-task classifiers, and what does it save?", data=data,
+                  extra=[tickets])
     tasks = list(data.tasks)
     leakage = audit_label_leakage(data.train, tasks=data.extra["audited"], warn=False)
     constant = data.extra["constant"]

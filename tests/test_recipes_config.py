@@ -245,3 +245,24 @@ def test_cpu_threads_default_to_the_cores_split_among_processes():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="--cpu_threads"):
         parse_recipe_args("r", ["--cpu_threads", "0", "--model_name_or_path", "x"])
+
+
+@pytest.mark.parametrize("key,value", [("pooling", "bogus"), ("span_pooling", "sum"), ("window_aggregation", "median")])
+def test_a_yaml_value_outside_an_options_choices_names_the_file_and_the_option(tmp_path, key, value):
+    # argparse checks `choices` on the command line only; from a YAML file the value would reach the first run.
+    with pytest.raises(ValueError, match=rf"--{key}: unknown value\(s\) \['{value}'\].*c\.yaml"):
+        parse("--config", yaml_file(tmp_path, f"{key}: {value}\n"))
+
+
+def test_arms_are_plain_distinct_architectures_and_tasks_not_empty(tmp_path):
+    with pytest.raises(ValueError, match=r"--arms: unknown value\(s\) \['mtl@URW'\]"):
+        parse("--arms", "mtl@URW")  # recipes derive such names themselves; given here it could never run
+    with pytest.raises(ValueError, match="duplicated arm"):
+        parse("--arms", "mtl", "mtl")
+    with pytest.raises(ValueError, match="--tasks: name at least one task"):
+        parse("--config", yaml_file(tmp_path, "tasks: []\n"))
+
+
+def test_push_to_hub_needs_the_best_models_it_pushes():
+    with pytest.raises(ValueError, match="needs --save_best_model true"):
+        parse("--push_to_hub", "--hub_model_id", "me/mtl", "--save_best_model", "false")

@@ -104,6 +104,22 @@ def test_partial_block_from_a_kill_is_dropped_and_the_run_redone(tmp_path):
     assert sum(r["run_id"] == "mtl__seed5" for r in rows) == 4
 
 
+def test_a_run_recorded_twice_keeps_its_first_record(tmp_path):
+    # Two launches into one folder can both append a run's complete block: neither copy is partial, so neither is
+    # damage to drop; the first is kept and the run is NOT redone.
+    specs = grid(seeds=(0,))
+    ExperimentRunner(tmp_path, fake_run_function([])).run(specs)
+    path = tmp_path / "results.jsonl"
+    intact = path.read_text()
+    first_block = [json.loads(line) for line in intact.splitlines() if json.loads(line)["run_id"] == "mtl__seed0"]
+    with open(path, "a") as handle:  # a second, complete record of the same run with other values
+        handle.write("".join(json.dumps({**row, "value": row["value"] + 0.5}) + "\n" for row in first_block))
+    store = ResultsStore(path)
+    report = store.repair()
+    assert report.duplicated_runs == ["mtl__seed0"] and report.dropped_runs == [] and report.dropped_lines == len(first_block)
+    assert path.read_text() == intact and "mtl__seed0" in store.finished_runs()
+
+
 def test_repair_warning_names_the_runs_and_whether_this_grid_redoes_them(tmp_path, caplog):
     specs = grid(seeds=(0,))
     ExperimentRunner(tmp_path, fake_run_function([])).run(specs)

@@ -106,3 +106,17 @@ def test_the_step_cap_still_stops_a_run_whose_task_improves():
     metrics = {"eval_validation_a_micro_f1": 0.5, "eval_validation_b_micro_f1": 0.5, "eval_mean_micro_f1": 0.5}
     EveryTaskEarlyStopping(2, 0.0, "micro_f1", ["a", "b"]).on_evaluate(args, SimpleNamespace(best_metric=None), control, metrics)
     assert control.should_training_stop
+
+
+def test_a_resumed_run_restores_its_early_stopping_state(tiny_backbone_dir, tmp_path):
+    # transformers rebuilds stateful callbacks from a checkpoint only when asked: without it a resumed run (a kill,
+    # a Ray retry) starts its patience and per-task bests afresh and trains longer than an uninterrupted one.
+    from mtl_study.config import parse_recipe_args
+    from mtl_study.runner import RunSpec
+    from mtl_study.study import Study
+
+    parsed = parse_recipe_args("t", ["--model_name_or_path", str(tiny_backbone_dir), "--output_dir", str(tmp_path),
+                                     "--synthetic_num_documents", "24", "--seeds", "0"])
+    study = Study(*parsed, "t", "t", "q")
+    args = study.training_arguments(RunSpec("mtl", 0, study.task_names()), tmp_path / "runs" / "mtl__seed0")
+    assert args.restore_callback_states_from_checkpoint

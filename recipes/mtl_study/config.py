@@ -92,7 +92,14 @@ class ExperimentArguments(LauncherArguments):
             raise ValueError(f"--seeds: duplicated seed in {self.seeds}")
         if any(seed < 0 for seed in self.seeds):
             raise ValueError(f"--seeds: seeds must be >= 0, got {self.seeds}")
-        _check_choices("arms", [a.split("@")[0] for a in self.arms], ARCHITECTURES)  # derived arms: mtl@URW
+        if not self.arms:
+            raise ValueError("--arms: name at least one arm")
+        # Plain architectures only: recipes derive their own arm names (mtl@URW, stl_duplicated) from these.
+        _check_choices("arms", self.arms, ARCHITECTURES)
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"--arms: duplicated arm in {self.arms}")
+        if not self.tasks:
+            raise ValueError("--tasks: name at least one task")
         _check_choices("tasks", self.tasks, TASK_KINDS + tuple(f"{k}_{g}" for k in TASK_KINDS for g in ("fine", "coarse")))
         _check_choices("granularity", [self.granularity], ("fine", "coarse"))
         _check_choices("primary_metric", [self.primary_metric], REPORTED_METRICS)
@@ -139,6 +146,10 @@ class ModelArguments:
     lora_layers: Optional[list[int]] = field(default=None, metadata={"help": "mtl_adapters: indices of the layers that get adapters (default: the trainable ones, >= num_frozen_layers)."})
 
     def __post_init__(self):
+        # argparse checks `choices` on the command line only: values from a YAML file are checked here.
+        _check_choices("pooling", [self.pooling], ("cls", "mean"))
+        _check_choices("span_pooling", [self.span_pooling], ("mean", "max"))
+        _check_choices("window_aggregation", [self.window_aggregation], ("mean", "max"))
         if self.stride is None:
             self.stride = self.max_length // 4
         if self.max_length < 8:
@@ -356,4 +367,6 @@ def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Seq
     training = outputs[1]
     if training.push_to_hub:
         validate_hub_repo_id(training.hub_model_id)
+        if not outputs[0].save_best_model:
+            raise ValueError("--push_to_hub pushes the best model of each arm: it needs --save_best_model true")
     return tuple(outputs)

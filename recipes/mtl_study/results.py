@@ -59,14 +59,22 @@ class RepairReport:
         dropped_runs: run ids whose incomplete block was dropped (a run cut short while its block was appended).
         dropped_lines: lines removed in all (the rows of those blocks, unparsable lines, a partial last line).
         partial_last_line: the file ended in the middle of a line (its run id may not be readable).
+        duplicated_runs: run ids recorded twice in full (two launches into one folder): the first block is kept.
     """
 
     dropped_runs: list[str] = field(default_factory=list)
     dropped_lines: int = 0
     partial_last_line: bool = False
+    duplicated_runs: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.dropped_lines > 0
+
+
+def _announced(block: list[dict]) -> int | None:
+    """The number of rows a run's block announced; None for rows written before ``rows_in_run`` existed."""
+    count = block[0].get("rows_in_run")
+    return None if count is None else int(count)
 
 
 class ResultsStore:
@@ -108,12 +116,30 @@ class ResultsStore:
             if not isinstance(row, dict) or "run_id" not in row:
                 raise ValueError(f"{self.path}:{line_no}: not a results row (a JSON object with 'run_id'): {line[:120]!r}")
             rows.append(row)
-        # Drop the rows of blocks that are incomplete (fewer rows than the block announced).
-        counts = Counter(r["run_id"] for r in rows)
-        complete = [r for r in rows if counts[r["run_id"]] == int(r.get("rows_in_run", counts[r["run_id"]]))]
-        dropped_runs = sorted({r["run_id"] for r in rows} - {r["run_id"] for r in complete})
+        # A run's rows are one block of consecutive lines. Keep each run's first complete block (as many rows as
+        # it announced); drop incomplete blocks, and later copies of a complete one (two launches into one folder).
+        blocks: list[list[dict]] = []
+        for row in rows:  # a new block at a new run id, or once the current block has all the rows it announced
+            current = blocks[-1] if blocks else None
+            if current is None or current[0]["run_id"] != row["run_id"] or len(current) == (_announced(current) or -1):
+                blocks.append([row])
+            else:
+                current.append(row)
+        kept: dict[str, list[dict]] = {}
+        duplicated: set[str] = set()
+        for block in blocks:
+            run_id = block[0]["run_id"]
+            if len(block) != (_announced(block) or len(block)):
+                continue
+            if run_id in kept:
+                duplicated.add(run_id)
+            else:
+                kept[run_id] = block
+        complete = [row for block in kept.values() for row in block]
+        dropped_runs = sorted({r["run_id"] for r in rows} - set(kept))
+        duplicated = sorted(duplicated)
         report = RepairReport(dropped_runs=dropped_runs, dropped_lines=dropped_lines + len(rows) - len(complete),
-                              partial_last_line=partial_line)
+                              partial_last_line=partial_line, duplicated_runs=duplicated)
         return complete, report
 
     def rows(self) -> list[dict]:

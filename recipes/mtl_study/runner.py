@@ -285,6 +285,9 @@ class ExperimentRunner:
                 repaired.dropped_runs or "(none whose id was readable)",
                 f"; {redone} are in this grid and will be redone in this launch" if redone else "",
                 f"; {elsewhere} are not in this grid and will not be redone by it" if elsewhere else "")
+            if repaired.duplicated_runs:
+                logger.warning("%s: run(s) %s were recorded twice in full (two launches into one folder?): the first "
+                               "record of each is kept", self.store.path, repaired.duplicated_runs)
 
     # -------------------------------------------------------------- the loop
     def run(self, specs: Sequence[RunSpec]) -> GridRows:

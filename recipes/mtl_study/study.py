@@ -27,6 +27,7 @@ from modeling.vocabulary import SPAN
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
 from .data import TASK_KINDS, ExperimentData, load_experiment_data, task_name
 from .official import official_classes, official_rows, tune_parent_first
+from .settings_guard import check_study_settings, study_settings
 from .report import markdown_table
 from .results import atomic_write_text
 from .runner import ExperimentRunner, RunOutcome, RunSpec, distributed_state, run_model_dir, wants_cpu
@@ -95,7 +96,7 @@ class Study:
     """
 
     def __init__(self, experiment: ExperimentArguments, training: StudyTrainingArguments, model: ModelArguments,
-                 recipe: str, title: str, question: str, data: ExperimentData | None = None):
+                 recipe: str, title: str, question: str, data: ExperimentData | None = None, extra: Sequence = ()):
         from transformers import AutoTokenizer
 
         setup_logging(training.get_process_log_level())
@@ -108,6 +109,9 @@ class Study:
         self.output_dir = Path(training.output_dir)
         self.started = time.time()
         print(f"[{recipe}] output folder: {self.output_dir.resolve()}", flush=True)
+        # Runs found by name are skipped or resumed: only when the folder's runs were made with these settings.
+        check_study_settings(self.output_dir, study_settings(recipe, [experiment, training, model, *extra]),
+                             record=state.is_main_process)
         # The main process generates the synthetic corpus; the others then read it (no concurrent writes).
         with state.main_process_first():
             self.data = data or load_experiment_data(
@@ -184,6 +188,9 @@ class Study:
             loss_weighting=t.loss_weighting if multi else "static", task_sampling=t.task_sampling if multi else "none",
             push_to_hub=False, hub_model_id=None,
             use_cpu=wants_cpu(t.use_cpu),  # else a CPU-only multi-process launch trains in N separate processes
+            # A resumed run keeps its early-stopping patience and per-task bests (the callbacks' exported state):
+            # otherwise an interrupted run, or a Ray retry, would train longer than an uninterrupted one.
+            restore_callback_states_from_checkpoint=True,
         )
 
     def check_runs(self, specs: Sequence[RunSpec]) -> None:

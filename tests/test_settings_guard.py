@@ -1,0 +1,77 @@
+"""A study folder keeps one set of settings: a relaunch with others is refused before any data is loaded."""
+
+import json
+
+import pytest
+from conftest import load_recipe
+
+from mtl_study.config import parse_recipe_args
+from mtl_study.settings_guard import SETTINGS_FILE, check_study_settings, study_settings
+
+
+def settings_of(tmp_path, *extra, recipe="architecture_comparison"):
+    return study_settings(recipe, parse_recipe_args(recipe, ["--output_dir", str(tmp_path / "study"), *extra]))
+
+
+def finished_a_run(folder):
+    (folder / "results.jsonl").write_text(json.dumps({"run_id": "mtl__seed0", "value": 0.5}) + "\n", encoding="utf-8")
+
+
+def test_a_changed_setting_is_refused_once_the_folder_holds_runs(tmp_path):
+    folder = tmp_path / "study"
+    check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.002"))
+    assert (folder / SETTINGS_FILE).is_file()
+    # No run yet: new settings simply replace the recorded ones.
+    check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.001"))
+    finished_a_run(folder)
+    check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.001"))  # same settings: fine
+    with pytest.raises(ValueError, match=r"holds runs made with other settings \(learning_rate: 0\.001 -> 0\.002\).*"
+                                         r"use a new --output_dir"):
+        check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.002"))
+    with pytest.raises(ValueError, match="num_frozen_layers: 4 -> 5"):
+        check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.001", "--num_frozen_layers", "5"))
+
+
+def test_the_grid_the_statistics_and_the_launch_may_change(tmp_path):
+    folder = tmp_path / "study"
+    check_study_settings(folder, settings_of(tmp_path))
+    finished_a_run(folder)
+    check_study_settings(folder, settings_of(tmp_path, "--seeds", "0", "1", "2", "3", "4", "5", "6", "7", "--arms", "mtl",
+                                             "--p_adjust", "bh", "--alpha", "0.01", "--cpu_threads", "1",
+                                             "--cache_frozen_layers", "false", "--logging_steps", "3",
+                                             "--save_total_limit", "2", "--report_to", "tensorboard"))
+
+
+def test_one_data_folder_named_two_ways_is_the_same_setting(tmp_path, monkeypatch):
+    data = tmp_path / "release"
+    data.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert settings_of(tmp_path, "--data_dir", "release") == settings_of(tmp_path, "--data_dir", str(data))
+    assert settings_of(tmp_path, "--data_dir", "release") != settings_of(tmp_path)
+
+
+def test_a_recipes_own_arguments_count(tmp_path):
+    from cross_domain_training import CrossDomainTrainingArguments
+
+    def of(domain):
+        parsed = parse_recipe_args("cross_domain_training", ["--output_dir", str(tmp_path), "--primary_domain", domain],
+                                   extra=[CrossDomainTrainingArguments])
+        return study_settings("cross_domain_training", parsed)
+
+    assert of("URW")["CrossDomainTrainingArguments.primary_domain"] == "URW" and of("URW") != of("CC")
+
+
+def test_a_relaunch_with_other_settings_stops_before_loading_data(tiny_backbone_dir, tmp_path, monkeypatch):
+    from mtl_study import study as study_module
+
+    folder = tmp_path / "study"
+    check_study_settings(folder, settings_of(tmp_path, "--model_name_or_path", str(tiny_backbone_dir)))
+    finished_a_run(folder)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("data loaded before the settings were checked")
+
+    monkeypatch.setattr(study_module, "load_experiment_data", must_not_load)
+    with pytest.raises(ValueError, match="max_steps: -1 -> 3"):
+        load_recipe("architecture_comparison").main(["--output_dir", str(folder), "--model_name_or_path",
+                                                     str(tiny_backbone_dir), "--max_steps", "3"])
