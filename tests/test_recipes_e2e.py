@@ -53,6 +53,7 @@ def test_one_run_saves_a_reloadable_model_with_a_parsable_card(tiny_backbone_dir
     assert sorted(model.config.task_names) == sorted({r["task"] for r in rows})
     card = ModelCard.load(out / "best" / "mtl" / "README.md")
     assert {(e.metric_type, (e.metric_args or {}).get("average")) for e in card.data.eval_results} >= {("f1", "macro"), ("f1", "micro")}
+    assert "max_steps (cap)" in card.text and "epochs (cap)" not in card.text  # the cap that applied: 2 steps
     assert (out / "report.md").is_file() and (out / "figures" / "per_seed_scores.png").is_file()
 
 

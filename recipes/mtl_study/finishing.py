@@ -147,8 +147,13 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
                            "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling,
                            "window_aggregation": config.window_aggregation},
             training={"loss_weighting": t.loss_weighting, "task_sampling": t.task_sampling, "learning_rate": t.learning_rate,
-                      "head_learning_rate": t.head_learning_rate, "epochs (cap)": t.num_train_epochs,
-                      "batch_size": t.per_device_train_batch_size, "early_stopping_patience": a.early_stopping_patience},
+                      "head_learning_rate": t.head_learning_rate,
+                      # max_steps, when set, is the cap that applies (the epochs are then ignored)
+                      **({"max_steps (cap)": t.max_steps} if t.max_steps > 0 else {"epochs (cap)": t.num_train_epochs}),
+                      "batch_size": t.per_device_train_batch_size, "early_stopping_patience": a.early_stopping_patience,
+                      **({"refit_on_validation": "yes: the saved model was retrained on training + validation for "
+                                                 "the selection run's best step count; validation rows are the "
+                                                 "selection run's"} if a.refit_on_validation else {})},
             dataset_id=study.data.dataset_id, dataset_name=study.data.source.split(" (")[0],
             data_mixture=data_mixture or study.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
             load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
