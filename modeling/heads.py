@@ -5,11 +5,9 @@ torch and sibling modules, relatively.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .losses import masked_task_loss_sum
-from .vocabulary import DOCUMENT, IGNORE_INDEX, SINGLE_LABEL
 
 
 class TaskHead(nn.Module):
