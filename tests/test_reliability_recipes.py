@@ -133,10 +133,10 @@ def test_cpu_process_group_when_asked_or_without_accelerator(monkeypatch, tmp_pa
 def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, tmp_path):
     out = tmp_path / "two"
     # batch 1 per process, one full epoch: every training row is a batch of its own, and some lack a task
+    run_args = recipe_args(tiny_backbone_dir, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "1",
+                           "--save_steps", "4", "--early_stopping_patience", "0")  # the full epoch: steps checked below
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),
-               "--main_process_port", str(free_port()), str(RECIPE),
-               *recipe_args(tiny_backbone_dir, out, "--num_train_epochs", "1", "--per_device_train_batch_size", "1",
-                            "--save_steps", "4", "--early_stopping_patience", "0")]  # the full epoch: steps checked below
+               "--main_process_port", str(free_port()), str(RECIPE), *run_args]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=420, cwd=REPO_ROOT)  # a hang fails
     console = result.stdout + result.stderr
     assert result.returncode == 0, f"2-process recipe failed:\n{console[-6000:]}"
@@ -153,8 +153,9 @@ def test_recipe_on_two_cpu_processes_with_the_shipped_config(tiny_backbone_dir, 
     from mtl_study.config import parse_recipe_args
     from mtl_study.study import Study
 
-    parsed = parse_recipe_args("check", recipe_args(tiny_backbone_dir, out, "--per_device_train_batch_size", "1"))
-    study = Study(*parsed, "check", "check", "check")
+    # the run's own settings: the folder holds its run, and a study there with others would be refused
+    parsed = parse_recipe_args("architecture_comparison", run_args)
+    study = Study(*parsed, "architecture_comparison", "check", "check")
     tasks = study.task_names()
     train = study.encode(study.data.train, tasks)
     lacking = {task: sum(1 for row in train if _unlabelled(row[f"labels.{task}"])) for task in tasks}
