@@ -268,3 +268,16 @@ def test_with_validation_keeps_documents_apart():
     validation = Dataset.from_dict({"document_index": [0, 1, 1], "x": [4, 5, 6]})
     both = with_validation(train, validation)
     assert both["document_index"] == [0, 0, 1, 2, 3, 3] and both["x"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_launch_cards_only_the_best_models_of_its_own_grid(tiny_backbone_dir, tmp_path):
+    out = tmp_path / "grid"
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "stl", "mtl", seeds=("0",)))
+    stl_cards = sorted((out / "best" / "stl").rglob("README.md"))
+    assert stl_cards and (out / "best" / "mtl" / "README.md").is_file()
+    for card in stl_cards:
+        card.write_text("left by the first launch", encoding="utf-8")
+    # Relaunched with mtl only: the stl models of the first launch are not in this grid, their cards stay as they were.
+    load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "mtl", seeds=("0",)))
+    assert all(card.read_text(encoding="utf-8") == "left by the first launch" for card in stl_cards)
+    assert "left by" not in (out / "best" / "mtl" / "README.md").read_text(encoding="utf-8")

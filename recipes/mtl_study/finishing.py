@@ -133,7 +133,12 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
 
     a, t, m = study.args, study.training, study.model_args
     written = []
+    in_this_grid = {r["run_id"] for r in rows}
     for folder, info in best_models(study.output_dir):
+        if info["run_id"] not in in_this_grid:  # left by an earlier launch with more arms: not this study's to card
+            logger.info("best model %s (run %s) is not in this launch's grid: no card written, not pushed", folder,
+                        info["run_id"])
+            continue
         arm = info["arm"]
         key = str(folder.relative_to(study.output_dir / "best"))
         revision = key.replace("/", "-")
