@@ -80,6 +80,20 @@ class LeakageReport:
         return "\n".join(lines)
 
 
+
+def _is_missing(value) -> bool:
+    """None, NaN, pandas' NA / NaT (nullable columns of a DataFrame) or an empty string / list: no label."""
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return True
+    if isinstance(value, (list, tuple, dict, str)):
+        return False
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(value))
+    except (ImportError, TypeError, ValueError):
+        return isinstance(value, float) and math.isnan(value)
+
 def _hashable(value):
     if isinstance(value, (list, tuple)):
         return tuple(sorted(str(v) for v in value))
@@ -173,7 +187,7 @@ def audit_label_leakage(
         raw = list(examples[task])
         out = []
         for v in raw:
-            if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, (str, list, tuple)) and len(v) == 0):
+            if _is_missing(v):
                 out.append(None)
             else:
                 out.append(_hashable(v))

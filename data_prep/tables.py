@@ -79,7 +79,6 @@ class _Source:
     origin: str
     lines: list[int]
     """The line (file) or 1-based row (in-memory table) of each row."""
-    from_text_file: bool
     unit: str = "line"
     errors: dict[int, str] = field(default_factory=dict)
     """Row index -> a structural error found while reading (wrong number of fields)."""
@@ -117,12 +116,13 @@ def _read_delimited(path: Path, delimiter: str) -> _Source:
         raise TableFormatError(f"{path}, line {reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({error})") from error
     if header is None:
         raise TableFormatError(f"{path}: empty table (no header line)")
-    return _Source(rows, header, str(path), lines, True, errors=errors)
+    return _Source(rows, header, str(path), lines, errors=errors)
 
 
 def _read_json_lines(path: Path) -> _Source:
     rows, lines, columns = [], [], {}
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    # "\n" only: str.splitlines() also splits at U+2028 / U+0085, which JSON strings may hold unescaped
+    for number, line in enumerate((line.rstrip("\r") for line in _decode(path).split("\n")), start=1):
         if not line.strip():
             continue
         try:
@@ -134,7 +134,7 @@ def _read_json_lines(path: Path) -> _Source:
         columns.update(dict.fromkeys(row))
         rows.append(row)
         lines.append(number)
-    return _Source([{c: r.get(c) for c in columns} for r in rows], list(columns), str(path), lines, False)
+    return _Source([{c: r.get(c) for c in columns} for r in rows], list(columns), str(path), lines)
 
 
 def _read_source(source, file_format: str | None) -> _Source:
@@ -144,7 +144,7 @@ def _read_source(source, file_format: str | None) -> _Source:
         rows = source.to_list() if isinstance(source, datasets.Dataset) else source.to_dict(orient="records")
         columns = source.column_names if isinstance(source, datasets.Dataset) else [str(c) for c in source.columns]
         kind = "dataset" if isinstance(source, datasets.Dataset) else "dataframe"
-        return _Source(rows, list(columns), kind, list(range(1, len(rows) + 1)), False, unit="row")
+        return _Source(rows, list(columns), kind, list(range(1, len(rows) + 1)), unit="row")
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table not found")
@@ -161,13 +161,13 @@ def _read_source(source, file_format: str | None) -> _Source:
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise TableFormatError(f"{path}: expected a JSON list of objects (one per row)")
         columns = list(dict.fromkeys(c for r in rows for c in r))
-        return _Source([{c: r.get(c) for c in columns} for r in rows], columns, str(path), list(range(1, len(rows) + 1)), False, unit="row")
+        return _Source([{c: r.get(c) for c in columns} for r in rows], columns, str(path), list(range(1, len(rows) + 1)), unit="row")
     if kind == "parquet":
         try:
             frame = pd.read_parquet(path)
         except Exception as error:  # noqa: BLE001  (pyarrow raises many types; all mean "unreadable file")
             raise TableFormatError(f"{path}: cannot read as Parquet ({type(error).__name__}: {error})") from error
-        return _Source(frame.to_dict(orient="records"), [str(c) for c in frame.columns], str(path), list(range(1, len(frame) + 1)), False, unit="row")
+        return _Source(frame.to_dict(orient="records"), [str(c) for c in frame.columns], str(path), list(range(1, len(frame) + 1)), unit="row")
     raise TableFormatError(f"{path}: unsupported table format {kind!r} (csv, tsv, jsonl, json, parquet)")
 
 
@@ -179,25 +179,25 @@ def _is_missing(value) -> bool:
     return isinstance(value, str) and (not value.strip() or value.strip() in MISSING_MARKERS)
 
 
-def _kind_of(value, from_text_file: bool) -> str:
-    """``"number"`` or ``"text"`` (what mixing is checked on)."""
+def _kind_of(value) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, numbers.Number):
         return "number"
     if isinstance(value, str):
-        if from_text_file:
-            try:
-                float(value)
-                return "number"
-            except ValueError:
-                return "text"
-        return "text"
+        try:  # "3" and "3.0" are codes whatever the file format: a JSON string, a DataFrame of objects, a CSV cell
+            float(value)
+            return "number"
+        except ValueError:
+            return "text"
     return type(value).__name__
 
 
-def _normalise(value, where: str, from_text_file: bool) -> str:
+def _normalise(value, where: str) -> str:
     """The label string of one (non-missing) value; numbers must be finite integers."""
+    if isinstance(value, (list, tuple, dict)):
+        raise _RowError(f"{where}: {type(value).__name__} value {value!r} in a single-label column (several labels: "
+                        "name the column in multi_label_columns)")
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, numbers.Integral):
@@ -205,9 +205,9 @@ def _normalise(value, where: str, from_text_file: bool) -> str:
     number = None
     if isinstance(value, numbers.Real):
         number = float(value)
-    elif from_text_file:
-        try:  # "3.0" in a CSV written from a float column -> "3"
-            number = float(str(value).strip())
+    elif isinstance(value, str):
+        try:  # "3.0" (a CSV written from a float column, a JSON string) -> "3"
+            number = float(value.strip())
         except ValueError:
             pass
     if number is None:
@@ -228,7 +228,8 @@ def _sort_key(label: str):
 
 def _split(value, column: str, multi_label_columns, separator: str) -> list:
     if column in multi_label_columns:
-        return [v for v in str(value).split(separator) if not _is_missing(v)]
+        items = value if isinstance(value, (list, tuple)) else str(value).split(separator)  # a JSON array, or "a;b"
+        return [v for v in items if not _is_missing(v)]
     return [value]
 
 
@@ -238,20 +239,20 @@ def _check_columns(source: _Source, label_map, multi_label_columns, separator) -
         first_of_kind: dict[str, tuple[int, object]] = {}
         spelling_of_code: dict[str, tuple[str, int]] = {}
         for index, row in enumerate(source.rows):
-            if _is_missing(row[column]):
-                continue
+            if index in source.errors or _is_missing(row[column]):
+                continue  # a malformed row (wrong field count) is reported, or skipped, for itself
             for item in _split(row[column], column, multi_label_columns, separator):
-                kind = _kind_of(item, source.from_text_file)
+                kind = _kind_of(item)
                 first_of_kind.setdefault(kind, (index, item))
-                if kind != "number":
-                    continue
-                spelling = str(item).strip()
+                if kind != "number" or not isinstance(item, str):
+                    continue  # JSON 3 and 3.0 are one number; only two written spellings of it are ambiguous
+                spelling = item.strip()
                 try:
-                    code = _normalise(item, "", source.from_text_file)
+                    code = _normalise(item, "")
                 except _RowError:
                     continue  # reported for its row
                 seen = spelling_of_code.setdefault(code, (spelling, index))
-                if source.from_text_file and seen[0] != spelling:
+                if seen[0] != spelling:
                     raise TableFormatError(
                         f"{source.origin}, column {column!r}: ambiguous integer codes {seen[0]!r} ({source.unit} "
                         f"{source.lines[seen[1]]}) and {spelling!r} ({source.unit} {source.lines[index]}) are both "
@@ -319,7 +320,7 @@ def load_table(
         for column, task in label_map.items():
             value = row[column]
             labels = [] if _is_missing(value) else [
-                _normalise(v, where(index, column), source.from_text_file)
+                _normalise(v, where(index, column))
                 for v in _split(value, column, multi_label_columns, multi_label_separator)
             ]
             for label in labels:

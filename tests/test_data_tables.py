@@ -194,3 +194,52 @@ def test_datasets_source_with_integer_codes():
     table = load_table(source, text_columns=("title", "body"), label_columns=["y"])
     assert table.examples["text"] == ["a\nx", "b", "c\nz"] and table.examples["y"] == ["3", None, "1"]
     assert table.tasks[0]["labels"] == ["1", "3"]
+
+
+def test_an_unquoted_comma_is_reported_for_its_row_not_as_a_mixed_column(tmp_path):
+    # "hello, world" unquoted: 4 fields, and the shifted cell (' world') would have looked like a text label.
+    path = tmp_path / "comma.csv"
+    path.write_text("title,body,urgency\nt1,a,1\nt2,b,2\nt3,hello, world,3\nt4,d,3\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"comma.csv, line 4: 4 fields where the header has 3"):
+        load_table(path, text_columns=["title", "body"], label_columns=["urgency"])
+    table = load_table(path, text_columns=["title", "body"], label_columns=["urgency"], on_error="skip")
+    assert table.examples["urgency"] == ["1", "2", "3"] and [line for line, _ in table.skipped] == [4]
+
+
+def test_codes_are_read_alike_in_every_format(tmp_path):
+    # JSON strings "1" and "1.0" are two spellings of code 1, refused as in a CSV; numbers 1 and 1.0 are one code.
+    path = tmp_path / "codes.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "y": y}) + "\n" for t, y in [("a", "1"), ("b", "1.0"), ("c", "2")]))
+    with pytest.raises(TableFormatError, match=r"codes.jsonl, column 'y': ambiguous integer codes '1' \(line 1\) and "
+                                               r"'1.0' \(line 2\)"):
+        load_table(path, label_columns=["y"])
+    path.write_text("".join(json.dumps({"text": t, "y": y}) + "\n" for t, y in [("a", 1), ("b", 1.0), ("c", "2.0")]))
+    assert load_table(path, label_columns=["y"]).examples["y"] == ["1", "1", "2"]
+    frame = pd.DataFrame({"text": ["a", "b"], "y": ["3", "3.0"]}, dtype=object)
+    with pytest.raises(TableFormatError, match="ambiguous integer codes '3'"):
+        load_table(frame, label_columns=["y"])
+
+
+def test_json_arrays_are_label_sets_only_in_multi_label_columns(tmp_path):
+    path = tmp_path / "sets.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "y": y}) + "\n" for t, y in [("a", ["x", "z"]), ("b", ["x"])]))
+    assert load_table(path, label_columns=["y"], multi_label_columns=["y"]).examples["y"] == [["x", "z"], ["x"]]
+    with pytest.raises(TableFormatError, match=r"sets.jsonl, line 1, column 'y': list value \['x', 'z'\] in a single-label "
+                                               r"column .*multi_label_columns"):
+        load_table(path, label_columns=["y"])
+
+
+def test_json_lines_may_hold_unicode_line_separators_in_strings(tmp_path):
+    path = tmp_path / "sep.jsonl"  # pandas' to_json(lines=True, force_ascii=False) writes U+2028 raw
+    path.write_text(json.dumps({"text": "one\u2028two", "y": "a"}, ensure_ascii=False) + "\n" +
+                    json.dumps({"text": "three", "y": "b"}) + "\n", encoding="utf-8")
+    assert load_table(path, label_columns=["y"]).examples["text"] == ["one\u2028two", "three"]
+
+
+def test_leakage_audit_reads_pandas_na_as_no_label():
+    # b copies a wherever a is known; where a is <NA> (a nullable column), b is noise: a determines b.
+    known = [1, 2, 3] * 10
+    frame = pd.DataFrame({"a": pd.array(known + [pd.NA] * 30, dtype="Int64"),
+                          "b": pd.array(known + [1, 2, 3, 2, 1, 3] * 5, dtype="Int64")})
+    pair = next(p for p in audit_label_leakage(frame, tasks=["a", "b"], warn=False).pairs if p.given == "a")
+    assert pair.examples == 30 and pair.flagged
