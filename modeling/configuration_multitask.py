@@ -232,6 +232,18 @@ class MultiTaskConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # builds self.backbone_config from a dict (resolved by its model_type)
+        self.validate_options()
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PretrainedConfig.from_dict`, then the checks again: transformers sets keyword overrides (e.g.
+        ``from_pretrained(folder, tasks=...)``) with `setattr` after construction, which would skip them."""
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).validate_options()
+        return loaded
+
+    def validate_options(self) -> None:
+        """Check (and normalise) every option; raises `TaskConfigError` naming the faulty field."""
         self.tasks = self._validated_tasks(self.tasks)
         if self.sharing not in SHARING_MODES:
             raise TaskConfigError(f"sharing: unknown mode {self.sharing!r}; expected one of {list(SHARING_MODES)}")

@@ -160,6 +160,9 @@ class MultiTaskOnnxWrapper(nn.Module):
             if task["level"] == "span":
                 if span_pooled is None:
                     span_pooled = pool_spans_traceable(hidden, mention_spans, config.span_pooling)
+                    if config.span_context:  # as MultiTaskModel.forward: the mention's window, mean-pooled, beside it
+                        context = pool_document(hidden, attention_mask, "mean")[mention_spans[:, 0]]
+                        span_pooled = torch.cat([span_pooled, context], dim=-1)
                 pooled = span_pooled
             else:
                 if document_pooled is None:
@@ -370,6 +373,7 @@ def export_onnx(
 
     # Export on CPU in float32: the graph is portable and onnxruntime's CPU results are the reference.
     original_device = next(model.parameters()).device
+    original_dtype = next(model.parameters()).dtype  # exported in float32; the caller's model gets its own back
     original_training = model.training
     model = model.to("cpu").float().eval()
 
@@ -413,7 +417,7 @@ def export_onnx(
                 verbose=False,
             )
     finally:
-        model.to(original_device).train(original_training)
+        model.to(original_device, original_dtype).train(original_training)
 
     tasks = [dict(task) for task in config.tasks]
     _write_metadata(
@@ -436,7 +440,7 @@ def export_onnx(
         try:
             diff, per_output, shapes = verify_onnx(cpu_model, output_path, batches)
         finally:
-            model.to(original_device).train(original_training)
+            model.to(original_device, original_dtype).train(original_training)
         result.max_abs_diff, result.per_output_max_abs_diff, result.checked_shapes = diff, per_output, shapes
         if diff > atol:
             raise OnnxVerificationError(

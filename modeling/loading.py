@@ -45,6 +45,27 @@ def check_missing_weights(missing_keys: Collection[str], task_names: Sequence[st
         raise MissingWeightsError(f"{where}: the weights file lacks {len(backbone)} backbone weight(s): {shown}")
 
 
+def check_saved_labels(config_class, name_or_path, tasks: Sequence[dict], allowed: set[str]) -> None:
+    """Refuse tasks given at load time (``config=`` / ``tasks=``) whose labels differ from the saved task's: a head's
+    outputs follow the saved label order, so new names or a new order would silently mis-map every class id.
+
+    Tasks in `allowed` (``allow_new_heads``) and tasks the checkpoint does not have are not compared; when the
+    saved config cannot be read (a Hub id offline), there is nothing to compare with."""
+    try:
+        saved = {task["name"]: list(task["labels"]) for task in config_class.from_pretrained(name_or_path).tasks}
+    except (OSError, ValueError, KeyError):
+        return
+    changed = [(task["name"], saved[task["name"]], list(task["labels"])) for task in tasks
+               if task["name"] in saved and task["name"] not in allowed and list(task["labels"]) != saved[task["name"]]]
+    if changed:
+        name, before, after = changed[0]
+        raise ValueError(
+            f"Cannot load {os.fspath(name_or_path)!r} with other labels for task {name!r}: saved {before}, given {after}"
+            f"{f' (and {len(changed) - 1} more task(s))' if len(changed) > 1 else ''}. Its head's outputs follow the "
+            "saved labels and order; keep them, or give the task a new name and allow_new_heads=[...] to train a "
+            "fresh head.")
+
+
 def diagnose_checkpoint_folder(folder: str) -> str | None:
     """Name the missing or corrupt file of a local checkpoint folder, or None when the files look fine."""
     config_path = os.path.join(folder, "config.json")

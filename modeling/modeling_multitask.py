@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 from .backbone import BackboneMixin, backbone_init_kwargs
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
 from .heads import TaskHead, absent_task_loss, checked_spans, pool_document, pool_spans, task_loss_sum
-from .loading import allowed_new_heads, check_missing_weights, diagnose_checkpoint_folder
+from .loading import allowed_new_heads, check_missing_weights, check_saved_labels, diagnose_checkpoint_folder
 from .predict import PredictionMixin
 
 
@@ -170,6 +170,9 @@ class MultiTaskModel(BackboneMixin, PredictionMixin, PreTrainedModel):
             if problem is None:
                 raise
             raise OSError(f"Cannot load a {cls.__name__} from folder {folder!r}: {problem} ({err})") from err
+        if "config" in kwargs or "tasks" in kwargs:  # the caller's tasks replace the saved ones: same labels?
+            check_saved_labels(cls.config_class, pretrained_model_name_or_path, model.config.tasks,
+                               allowed_new_heads(allow_new_heads, model.config.task_names))
         task_names = model.config.task_names
         check_missing_weights(
             loading_info["missing_keys"],

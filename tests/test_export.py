@@ -110,12 +110,18 @@ def test_max_pooling_document_only_model_exports_without_span_input(tiny_backbon
     inputs = make_example_inputs(3, 40, 0, model.config.backbone_config.vocab_size, result.input_names)
     outputs, reference = _run_both(model, session, inputs)
     np.testing.assert_allclose(outputs[0], reference.logits["category"].numpy(), atol=1e-4, rtol=0)
+    # The graph is exported in float32; a bf16 model is handed back in bf16, not silently converted.
+    model = model.to(torch.bfloat16)
+    export_onnx(model, tmp_path / "doc_bf16.onnx", verify=False)
+    assert next(model.parameters()).dtype == torch.bfloat16
 
 
-@pytest.mark.slow  # one more export (~10 s on 2 cores)
-def test_span_max_pooling_model_matches(tiny_backbone_dir, tmp_path):
+@pytest.mark.slow  # one more export per case (~10 s on 2 cores)
+@pytest.mark.parametrize("options", [{"span_pooling": "max"}, {"span_context": True}], ids=["max", "span_context"])
+def test_span_max_pooling_model_matches(tiny_backbone_dir, tmp_path, options):
+    # span_context: span heads read the mention's window too (twice as wide an input); the graph must do the same
     torch.manual_seed(2)
-    model = MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS[2:], span_pooling="max").eval()
+    model = MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS[2:], **options).eval()
     result = export_onnx(model, tmp_path / "span.onnx")
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     inputs = make_example_inputs(2, 30, 7, model.config.backbone_config.vocab_size, result.input_names)

@@ -214,3 +214,24 @@ def test_missing_head_raises_naming_the_task_unless_allowed(tiny_backbone_dir, t
               metadata={"format": "pt"})
     with pytest.raises(MissingWeightsError, match=r"backbone weight\(s\): backbone.encoder.layer.1.output.dense"):
         MultiTaskModel.from_pretrained(folder, allow_new_heads=True)
+
+
+def test_tasks_given_at_load_time_keep_the_saved_labels_and_are_checked(tiny_backbone_dir, tmp_path):
+    from modeling.configuration_multitask import TaskConfigError
+
+    folder = tmp_path / "saved"
+    MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS).save_pretrained(folder)
+    # Same number of labels, another order: the head's outputs would silently mean other classes.
+    reordered = [{**TASKS[0], "labels": ["z", "y", "x"]}, TASKS[1]]
+    with pytest.raises(ValueError, match=r"other labels for task 'frames': saved \['x', 'y', 'z'\], given \['z', 'y', 'x'\]"):
+        MultiTaskModel.from_pretrained(folder, tasks=reordered)
+    with pytest.raises(ValueError, match="other labels for task 'frames'"):
+        MultiTaskModel.from_pretrained(folder, config=MultiTaskConfig.from_pretrained(folder, tasks=reordered))
+    # Overrides are validated as a constructed config is (transformers sets them after construction).
+    with pytest.raises(TaskConfigError, match="one value per label"):
+        MultiTaskModel.from_pretrained(folder, tasks=[{**TASKS[0], "thresholds": [0.9, 7.0]}, TASKS[1]])
+    with pytest.raises(TaskConfigError, match="relative_threshold"):
+        MultiTaskConfig.from_pretrained(folder, relative_threshold=5.0)
+    same = MultiTaskModel.from_pretrained(folder, tasks=[{**TASKS[0], "thresholds": [0.3, 0.3, 0.3]}, TASKS[1]])
+    assert same.config.thresholds_of("frames") == [0.3, 0.3, 0.3]  # other thresholds, same labels: fine
+
