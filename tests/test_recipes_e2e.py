@@ -281,3 +281,21 @@ def test_a_launch_cards_only_the_best_models_of_its_own_grid(tiny_backbone_dir, 
     load_recipe("architecture_comparison").main(tiny_args(tiny_backbone_dir, out, "--arms", "mtl", seeds=("0",)))
     assert all(card.read_text(encoding="utf-8") == "left by the first launch" for card in stl_cards)
     assert "left by" not in (out / "best" / "mtl" / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_launch_with_failed_runs_writes_everything_then_fails(tiny_backbone_dir, tmp_path):
+    # The Ray launcher goes on after a run fails for good; the report covers the others, but the launch must not
+    # exit 0 as if the study were complete.
+    from mtl_study.config import parse_recipe_args
+    from mtl_study.finishing import RunsFailedError
+    from mtl_study.runner import GridRows
+    from mtl_study.study import Study
+
+    study = Study(*parse_recipe_args("architecture_comparison", tiny_args(tiny_backbone_dir, tmp_path, "--arms", "mtl",
+                                                                          seeds=("0",))), "t", "t", "q")
+    rows = study.run(study.architecture_specs(study.task_names()))
+    study.last_rows = GridRows(rows, {"mtl__seed1": "RuntimeError: worker died"})
+    with pytest.raises(RunsFailedError, match=r"1 run\(s\) failed after their retries: mtl__seed1"):
+        study.finish(rows)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Failed runs" in report and "worker died" in report

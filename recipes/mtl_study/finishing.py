@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+class RunsFailedError(RuntimeError):
+    """Raised by :func:`finish_study` after the report, cards and summary are written, when runs of the launch
+    failed after their retries (Ray launcher): the launch exits non-zero, and a relaunch runs them again."""
+
+
 def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
                  cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
                  eval_set: str = "test", baseline_eval_sets: Mapping | None = None,
@@ -102,6 +107,9 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
         extra_sections=sections, outputs=outputs, p_adjust=a.p_adjust, baseline_rows=baselines,
         run_summaries=summaries))
     print_summary(study, report_rows, report, family, baselines, failed)
+    if failed:  # everything else is written; the launch itself must not look like a success to a scheduler or CI
+        raise RunsFailedError(f"{len(failed)} run(s) failed after their retries: {', '.join(sorted(failed))}. The "
+                              f"report ({report}) covers the others; relaunch the same command to run the failed ones.")
     return report
 
 
