@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 class LabelLeakageWarning(UserWarning):
@@ -80,19 +81,12 @@ class LeakageReport:
         return "\n".join(lines)
 
 
-
 def _is_missing(value) -> bool:
-    """None, NaN, pandas' NA / NaT (nullable columns of a DataFrame) or an empty string / list: no label."""
-    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
-        return True
-    if isinstance(value, (list, tuple, dict, str)):
-        return False
-    try:
-        import pandas as pd
+    """No label: None, NaN, pandas' NA / NaT (nullable DataFrame columns), or an empty string or list."""
+    if isinstance(value, (str, list, tuple, dict)):
+        return len(value) == 0
+    return value is None or bool(pd.isna(value))
 
-        return bool(pd.isna(value))
-    except (ImportError, TypeError, ValueError):
-        return isinstance(value, float) and math.isnan(value)
 
 def _hashable(value):
     if isinstance(value, (list, tuple)):

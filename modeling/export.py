@@ -147,7 +147,7 @@ class MultiTaskOnnxWrapper(nn.Module):
         self.use_mention_spans = use_mention_spans
 
     def forward(self, input_ids, attention_mask, *extra):
-        from .heads import pool_document
+        from .heads import pool_document, with_span_context
 
         extra = list(extra)
         token_type_ids = extra.pop(0) if self.use_token_type_ids else None
@@ -160,9 +160,8 @@ class MultiTaskOnnxWrapper(nn.Module):
             if task["level"] == "span":
                 if span_pooled is None:
                     span_pooled = pool_spans_traceable(hidden, mention_spans, config.span_pooling)
-                    if config.span_context:  # as MultiTaskModel.forward: the mention's window, mean-pooled, beside it
-                        context = pool_document(hidden, attention_mask, "mean")[mention_spans[:, 0]]
-                        span_pooled = torch.cat([span_pooled, context], dim=-1)
+                    if config.span_context:  # as MultiTaskModel.forward
+                        span_pooled = with_span_context(span_pooled, hidden, attention_mask, mention_spans)
                 pooled = span_pooled
             else:
                 if document_pooled is None:

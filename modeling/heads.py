@@ -66,6 +66,13 @@ def pool_spans(hidden: torch.Tensor, mention_spans: torch.Tensor, mode: str) -> 
     return (tokens * weights).sum(dim=1) / lengths.to(tokens.dtype).unsqueeze(1)
 
 
+def with_span_context(span_pooled: torch.Tensor, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                      mention_spans: torch.Tensor) -> torch.Tensor:
+    """`[M, 2H]`: each mention's pooled tokens next to its window, mean-pooled (`MultiTaskConfig.span_context`)."""
+    context = pool_document(hidden, attention_mask, "mean")[mention_spans[:, 0]]
+    return torch.cat([span_pooled, context], dim=-1)
+
+
 def checked_spans(mention_spans, batch_size: int, length: int, device) -> torch.Tensor:
     """`mention_spans` as a validated `[M, 3]` long tensor (`[0, 3]` when None or empty)."""
     if mention_spans is None:
@@ -106,4 +113,5 @@ def task_loss_sum(
                                 pos_weight=options.get("pos_weight"))
 
 
-__all__ = ["TaskHead", "pool_document", "pool_spans", "checked_spans", "task_loss_sum", "absent_task_loss"]
+__all__ = ["TaskHead", "pool_document", "pool_spans", "with_span_context", "checked_spans", "task_loss_sum",
+           "absent_task_loss"]

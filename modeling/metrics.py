@@ -49,6 +49,13 @@ def labelled_mask(labels: np.ndarray, problem_type: str) -> np.ndarray:
     return labels != IGNORE_INDEX
 
 
+def known_multi_label(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(gold, known)`` of multi-hot rows: an entry of -100 in an otherwise labelled row is an unknown label (the
+    loss skips it too), neither gold nor a decision to score, so a row is scored on the labels it knows."""
+    known = labels != IGNORE_INDEX
+    return (labels == 1) & known, known
+
+
 def decide_multi_label(
     probabilities: np.ndarray, thresholds, top1_fallback: bool = False, relative_threshold: float = 0.0
 ) -> np.ndarray:
@@ -192,10 +199,7 @@ def compute_task_metrics(
         thresholds = np.asarray(thresholds, dtype=np.float64)
         if thresholds.shape != (num_labels,):
             raise ValueError(f"task {task['name']!r}: {thresholds.shape[0]} thresholds for {num_labels} labels")
-        # An entry of -100 in an otherwise labelled row is an unknown label (the loss skips it too): it counts
-        # neither as gold nor as predicted, so the row is scored on the labels it knows.
-        known = labels != IGNORE_INDEX
-        gold = (labels == 1) & known
+        gold, known = known_multi_label(labels)
         predicted = decide_multi_label(probabilities, thresholds, top1_fallback, relative_threshold) & known
         # Multi-label calibration: every known (example, label) probability against whether the label is present.
         metrics["ece"] = expected_calibration_error(probabilities[known], gold[known], calibration_bins)

@@ -25,7 +25,15 @@ from transformers.utils import ModelOutput
 
 from .backbone import BackboneMixin, backbone_init_kwargs
 from .configuration_multitask import DOCUMENT, MULTI_LABEL, SINGLE_LABEL, SPAN, MultiTaskConfig
-from .heads import TaskHead, absent_task_loss, checked_spans, pool_document, pool_spans, task_loss_sum
+from .heads import (
+    TaskHead,
+    absent_task_loss,
+    checked_spans,
+    pool_document,
+    pool_spans,
+    task_loss_sum,
+    with_span_context,
+)
 from .loading import allowed_new_heads, check_missing_weights, check_saved_labels, diagnose_checkpoint_folder
 from .predict import PredictionMixin
 
@@ -334,8 +342,7 @@ class MultiTaskModel(BackboneMixin, PredictionMixin, PreTrainedModel):
             else:
                 pooled = pool_spans(hidden, spans, self.config.span_pooling)
                 if self.config.span_context:  # the mention's window (its context), mean-pooled, next to the mention
-                    context = pool_document(hidden, attention_mask, "mean")[spans[:, 0]]
-                    pooled = torch.cat([pooled, context], dim=-1)
+                    pooled = with_span_context(pooled, hidden, attention_mask, spans)
             logits[name] = self.heads[name](pooled)
 
         output = MultiTaskOutput(logits=logits, last_hidden_state=shared_hidden if output_hidden_states else None)

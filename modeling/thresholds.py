@@ -24,22 +24,19 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .metrics import decide_multi_label, labelled_mask
-from .vocabulary import IGNORE_INDEX, MULTI_LABEL
+from .metrics import decide_multi_label, known_multi_label, labelled_mask
+from .vocabulary import MULTI_LABEL
 
 THRESHOLD_STRATEGIES = ("shared", "per_label", "none")
 DEFAULT_THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 
 def _labelled(probabilities, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labelled rows' probabilities, gold (bool) and which entries are known: a -100 entry in a labelled row
-    is an unknown label, neither gold nor a decision to score (as in `metrics.compute_task_metrics`)."""
+    """The labelled rows' probabilities, gold and known entries (`metrics.known_multi_label`)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels)
     mask = labelled_mask(labels, MULTI_LABEL)
-    labels = labels[mask]
-    known = labels != IGNORE_INDEX
-    return probabilities[mask], (labels == 1) & known, known
+    return (probabilities[mask], *known_multi_label(labels[mask]))
 
 
 def _closest_to_half(grid: np.ndarray, scores: np.ndarray) -> float:

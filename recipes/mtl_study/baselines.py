@@ -152,8 +152,8 @@ def fit_tfidf_lr(train_texts: Sequence[str], train_gold: np.ndarray, task: Mappi
 
 # ------------------------------------------------------------------------------------------------ rows
 def baseline_rows(train_examples, eval_sets: Mapping[str, object], tasks: Sequence[Mapping], validation=None,
-                  metrics: Sequence[str] = BASELINE_METRICS, context_words: int = 8, macro_average: str = "present", top1_fallback: bool = False,
-                  relative_threshold: float = 0.0) -> list[dict]:
+                  metrics: Sequence[str] = BASELINE_METRICS, context_words: int = 8, macro_average: str = "present",
+                  top1_fallback: bool = False, relative_threshold: float = 0.0) -> list[dict]:
     """Results rows of every baseline x task x evaluation set x metric (see the module docstring).
 
     ``macro_average``, ``top1_fallback`` and ``relative_threshold`` are the models' decision rule and averaging

@@ -71,10 +71,11 @@ class RepairReport:
         return self.dropped_lines > 0
 
 
-def _announced(block: list[dict]) -> int | None:
-    """The number of rows a run's block announced; None for rows written before ``rows_in_run`` existed."""
-    count = block[0].get("rows_in_run")
-    return None if count is None else int(count)
+def _full(block: list[dict]) -> bool:
+    """Whether a run's block holds every row it announced (``rows_in_run``); rows written before that field existed
+    announce nothing, and are never full (a block of them ends where its run id does)."""
+    announced = block[0].get("rows_in_run")
+    return announced is not None and len(block) == int(announced)
 
 
 class ResultsStore:
@@ -121,7 +122,7 @@ class ResultsStore:
         blocks: list[list[dict]] = []
         for row in rows:  # a new block at a new run id, or once the current block has all the rows it announced
             current = blocks[-1] if blocks else None
-            if current is None or current[0]["run_id"] != row["run_id"] or len(current) == (_announced(current) or -1):
+            if current is None or current[0]["run_id"] != row["run_id"] or _full(current):
                 blocks.append([row])
             else:
                 current.append(row)
@@ -129,7 +130,7 @@ class ResultsStore:
         duplicated: set[str] = set()
         for block in blocks:
             run_id = block[0]["run_id"]
-            if len(block) != (_announced(block) or len(block)):
+            if "rows_in_run" in block[0] and not _full(block):  # cut short by a crash
                 continue
             if run_id in kept:
                 duplicated.add(run_id)
