@@ -208,6 +208,9 @@ class MultiTaskConfig(PreTrainedConfig):
             threshold low enough to recall them also admits every weak label of a confident row; 0.5 keeps only
             labels at least half as likely as the best one (issue 14: +0.02 samples-F1 on SemEval subnarratives).
             Used by `predict`, the trainer's evaluation and its threshold tuning.
+        top1_fallback (`bool`, defaults to `True`): a multi-label row where no label passes predicts its top label
+            (the `Other` fallback) instead of nothing. `MultiTaskTrainer` sets it from ``--top1_fallback``, so a
+            saved model's `predict` decides as its evaluation and threshold tuning did.
     """
 
     model_type: ClassVar[str] = "multi_task"
@@ -229,6 +232,7 @@ class MultiTaskConfig(PreTrainedConfig):
     stride: int = DEFAULT_STRIDE
     window_aggregation: str = "mean"
     relative_threshold: float = 0.0
+    top1_fallback: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)  # builds self.backbone_config from a dict (resolved by its model_type)
@@ -263,6 +267,8 @@ class MultiTaskConfig(PreTrainedConfig):
             0 <= self.relative_threshold < 1
         ):
             raise TaskConfigError(f"relative_threshold: must be a float in [0, 1), got {self.relative_threshold!r}")
+        if not isinstance(self.top1_fallback, bool):
+            raise TaskConfigError(f"top1_fallback: must be true or false, got {self.top1_fallback!r}")
         if isinstance(self.head_dropout, bool) or not isinstance(self.head_dropout, (int, float)) or not (
             0 <= self.head_dropout < 1
         ):

@@ -17,7 +17,8 @@ The graph has one backbone pass feeding every head, so serving K tasks costs one
   problem types and thresholds, so a server can decode logits without the Python package),
   ``multi_task.inputs`` / ``multi_task.outputs``, ``multi_task.max_length`` / ``multi_task.stride`` (how long
   texts were windowed in training), ``multi_task.window_aggregation`` (how a document's windows combine) and
-  ``multi_task.relative_threshold`` (the multi-label decision rule, with the tasks' thresholds).
+  ``multi_task.relative_threshold`` and ``multi_task.top1_fallback`` (the multi-label decision rule, with the
+  tasks' thresholds).
 
 Export uses the `torch.export`-based exporter (``torch.onnx.export(..., dynamo=True)``). After export the
 graph is run with onnxruntime on inputs of shapes other than the traced ones (several batch sizes,
@@ -429,6 +430,7 @@ def export_onnx(
             "multi_task.stride": str(getattr(config, "stride", "")),
             "multi_task.window_aggregation": str(getattr(config, "window_aggregation", "mean")),
             "multi_task.relative_threshold": str(getattr(config, "relative_threshold", 0.0)),
+            "multi_task.top1_fallback": json.dumps(getattr(config, "top1_fallback", True)),
         },
     )
     result = OnnxExportResult(path=output_path, input_names=input_names, output_names=output_names, tasks=tasks)

@@ -175,7 +175,7 @@ class PredictionMixin:
             thresholds = self.config.thresholds_of(task["name"])
             floor = self.config.relative_threshold * max(probabilities)  # see MultiTaskConfig.relative_threshold
             prediction = [label for label, p, t in zip(labels, probabilities, thresholds) if p >= t and p >= floor]
-            if not prediction:  # nothing passes: the top label, as the trainer's evaluation does (top1_fallback)
+            if not prediction and self.config.top1_fallback:  # nothing passes: the top label, as in evaluation
                 prediction = [labels[max(range(len(labels)), key=probabilities.__getitem__)]]
         else:
             prediction = labels[max(range(len(labels)), key=probabilities.__getitem__)]

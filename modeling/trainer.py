@@ -62,6 +62,10 @@ class _MultiTaskCallback(TrainerCallback):
     def __init__(self, trainer: MultiTaskTrainer):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # A model built by `model_init` exists only now; see `MultiTaskTrainer._record_decision_rule`.
+        self.trainer._record_decision_rule()
+
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.loss_weighting.after_epoch(self.trainer._mean_losses("epoch"))
 
@@ -127,6 +131,7 @@ class MultiTaskTrainer(Trainer):
 
             self.data_collator = MultiTaskCollator(tasks=raw_model.config, tokenizer=self.processing_class)
         self.tasks = raw_model.config.tasks
+        self._record_decision_rule()
         self.task_names = [task["name"] for task in self.tasks]
         if args.loss_weighting == "gradnorm" and model is None:
             gradnorm_parameters(raw_model)  # built by `model_init`
@@ -173,6 +178,14 @@ class MultiTaskTrainer(Trainer):
         return fitted
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _record_decision_rule(self) -> None:
+        """Write ``--top1_fallback`` into the model's config: the saved model's `predict` then decides multi-label
+        rows as its evaluation and threshold tuning did (an empty row falls back to its top label, or stays empty)."""
+        config = self._raw_model.config
+        if getattr(config, "top1_fallback", None) != self.args.top1_fallback:
+            logger.info("model config top1_fallback set to %s (--top1_fallback)", self.args.top1_fallback)
+        config.top1_fallback = self.args.top1_fallback
+
     @property
     def _raw_model(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model)

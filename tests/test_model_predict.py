@@ -144,3 +144,18 @@ def test_predict_falls_back_to_the_top_label_when_no_label_passes(tiny_backbone_
     [scored] = model.predict(["Nothing passes these thresholds."], return_scores=True)
     scores = scored["frames"]["scores"]
     assert scored["frames"]["prediction"] == [max(scores, key=scores.get)]
+
+
+def test_predict_leaves_a_row_empty_when_the_model_was_trained_without_fallback(tiny_backbone_dir, tmp_path):
+    torch.manual_seed(0)
+    tasks = [{"name": "frames", "problem_type": "multi_label_classification", "labels": ["x", "y", "z"],
+              "thresholds": [1.0, 1.0, 1.0]}]
+    model = MultiTaskModel.from_backbone(tiny_backbone_dir, tasks, max_length=32, stride=8, top1_fallback=False)
+    assert model.predict(["Nothing passes these thresholds."]) == [{"frames": []}]
+    model.save_pretrained(tmp_path / "saved")
+    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(tmp_path / "saved")
+    reloaded = MultiTaskModel.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.top1_fallback is False
+    assert reloaded.predict(["Nothing passes these thresholds."]) == [{"frames": []}]
+    with pytest.raises(Exception, match="top1_fallback: must be true or false"):
+        MultiTaskModel.from_backbone(tiny_backbone_dir, tasks, max_length=32, stride=8, top1_fallback="no")

@@ -91,3 +91,12 @@ def test_unknown_entries_do_not_steer_threshold_tuning():
     per_label = tune_thresholds(probabilities, labels, current=[0.5, 0.5])
     assert per_label[1] == 0.5  # label b has no known positive: it keeps its threshold
 
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_trainer_records_its_fallback_rule_in_the_model_config(tiny_backbone_dir, tmp_path, fallback):
+    """A saved model's `predict` must decide empty rows as the evaluation that chose its thresholds did."""
+    model = make_model(tiny_backbone_dir)
+    model.config.top1_fallback = not fallback
+    MultiTaskTrainer(model=model, args=make_args(tmp_path, top1_fallback=fallback), eval_dataset=make_dataset(8))
+    assert model.config.top1_fallback is fallback
