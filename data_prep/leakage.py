@@ -14,6 +14,12 @@ on average at least ``min_examples_per_value`` examples per value (a label that 
 example "determines" everything). Flagged pairs raise a :class:`LabelLeakageWarning` (one per determined task, naming every
 task that determines it).
 
+A pair is also flagged for a **partial rule**: one value of ``given`` that fixes the target on at least
+``threshold`` of its examples, covers at least ``min_rule_share`` of the co-labelled examples (and
+``min_examples_per_value`` of them), and names a target value that is not itself near-constant. "ticket_type 1
+implies urgency 3" on a table where ticket_type varies leaves U near 0.5, below any global threshold, yet a model
+reads urgency off ticket_type on every type-1 ticket. The rules are listed in ``PairLeakage.rules``.
+
 On ``../shared/data/tickets_sample`` (300 rows) every row has ``ticket_type == 1``, ``urgency == 3`` and
 ``impact == 4``: urgency and impact are determined by ticket_type (``U = 1``), the leakage trap of that
 data set; the audit flags both pairs.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -53,6 +59,8 @@ class PairLeakage:
     target_values: int
     flagged: bool
     note: str = ""
+    rules: list = field(default_factory=list)
+    """Partial rules ``{"given_value", "target_value", "examples", "purity"}``: a value of `given` that fixes `target`."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,7 +127,44 @@ def cramers_v(pairs: Sequence[tuple]) -> float:
     return math.sqrt(chi2 / n / (min(table.shape) - 1))
 
 
-def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: float, min_examples_per_value: float) -> PairLeakage:
+def partial_rules(pairs: Sequence[tuple], threshold: float, min_support: float, min_share: float) -> list[dict]:
+    """Values of the given side that fix the target: purity >= `threshold` on at least ``max(min_support,
+    min_share x n)`` examples, for a target value whose overall share stays below `threshold` (a near-constant
+    target is "fixed" by anything, and the global U covers that case)."""
+    n = len(pairs)
+    if not n:
+        return []
+    target_share = {value: count / n for value, count in Counter(b for _, b in pairs).items()}
+    by_given: dict = {}
+    for a, b in pairs:
+        by_given.setdefault(a, Counter())[b] += 1
+    rules = []
+    for given_value, counts in sorted(by_given.items(), key=lambda item: str(item[0])):
+        support = sum(counts.values())
+        target_value, hits = counts.most_common(1)[0]
+        if (support >= max(min_support, min_share * n) and hits / support >= threshold
+                and target_share[target_value] < threshold):
+            rules.append({"given_value": given_value, "target_value": target_value, "examples": support,
+                          "purity": hits / support})
+    return rules
+
+
+def _rule_text(given: str, target: str, rule: dict, n: int) -> str:
+    return (f"{given} = {rule['given_value']!r} -> {target} = {rule['target_value']!r} on "
+            f"{round(rule['purity'] * rule['examples'])} of {rule['examples']} examples ({rule['examples'] / n:.0%} of rows)")
+
+
+def _evidence(pair: PairLeakage) -> str:
+    """How `pair.given` determines `pair.target`, for the warning."""
+    figures = (f"H({pair.target}|{pair.given}) = {pair.conditional_entropy:.3f} bits, "
+               f"U = {pair.uncertainty_coefficient:.3f}, n = {pair.examples}")
+    if pair.note.startswith("(partial"):
+        return f"partly determined by {pair.given!r} ({figures}; {pair.note[len('(partial: '):-1]})"
+    return f"(nearly) a function of {pair.given!r} ({figures})"
+
+
+def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: float, min_examples_per_value: float,
+                 min_rule_share: float = 0.1) -> PairLeakage:
     n = len(pairs)
     target_counts = Counter(b for _, b in pairs)
     given_counts = Counter(a for a, _ in pairs)
@@ -136,6 +181,10 @@ def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: flo
         flagged, note = False, f"(not flagged: {given} has {len(given_counts)} values for {n} examples)"
     elif flagged and h_target == 0:
         note = f"({target} is constant on these examples)"
+    rules = partial_rules(pairs, threshold, min_examples_per_value, min_rule_share) if h_target > 0 else []
+    if rules and not flagged and u < threshold:
+        flagged = True
+        note = "(partial: " + "; ".join(_rule_text(given, target, rule, n) for rule in rules) + ")"
     return PairLeakage(
         given=given,
         target=target,
@@ -148,6 +197,7 @@ def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: flo
         target_values=len(target_counts),
         flagged=flagged,
         note=note,
+        rules=rules,
     )
 
 
@@ -158,6 +208,7 @@ def audit_label_leakage(
     min_examples_per_value: float = 5.0,
     min_examples: int = 10,
     warn: bool = True,
+    min_rule_share: float = 0.1,
 ) -> LeakageReport:
     """Audit every ordered pair of tasks for label leakage.
 
@@ -169,6 +220,8 @@ def audit_label_leakage(
         min_examples_per_value: minimum mean examples per value of the ``given`` task for a flag.
         min_examples: pairs with fewer co-labelled examples are reported but never flagged.
         warn: emit a :class:`LabelLeakageWarning` per flagged pair.
+        min_rule_share: a partial rule (one value of ``given`` fixing the target, see the module docstring)
+            must cover at least this share of the co-labelled examples to flag its pair.
     """
     columns = list(getattr(examples, "column_names", None) or list(examples.keys() if hasattr(examples, "keys") else examples.columns))
     if tasks is None:
@@ -194,7 +247,7 @@ def audit_label_leakage(
             if given == target:
                 continue
             pairs = [(a, b) for a, b in zip(table[given], table[target]) if a is not None and b is not None]
-            result = pair_leakage(given, target, pairs, threshold, min_examples_per_value)
+            result = pair_leakage(given, target, pairs, threshold, min_examples_per_value, min_rule_share)
             if result.flagged and result.examples < min_examples:
                 result.flagged, result.note = False, f"(not flagged: only {result.examples} co-labelled examples)"
             results.append(result)
@@ -204,15 +257,11 @@ def audit_label_leakage(
             determiners = [p for p in results if p.target == target and p.flagged]
             if not determiners:
                 continue
-            pairs = ", ".join(
-                f"{p.given!r} (H({target}|{p.given}) = {p.conditional_entropy:.3f} bits, U = {p.uncertainty_coefficient:.3f}, "
-                f"n = {p.examples})"
-                for p in determiners
-            )
             constant = " It is constant where labelled." if determiners[0].target_entropy == 0 else ""
             warnings.warn(
-                f"label leakage: {target!r} is (nearly) a function of {pairs}.{constant} A multi-head model can learn "
-                f"{target!r} from those labels instead of from the text: audit the data before reporting a gain on it",
+                f"label leakage: {target!r} is {', '.join(_evidence(p) for p in determiners)}.{constant} A multi-head "
+                f"model can learn {target!r} from those labels instead of from the text: audit the data before "
+                "reporting a gain on it",
                 LabelLeakageWarning,
                 stacklevel=2,
             )

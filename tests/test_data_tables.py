@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import shared_data_path
@@ -243,3 +244,29 @@ def test_leakage_audit_reads_pandas_na_as_no_label():
                           "b": pd.array(known + [1, 2, 3, 2, 1, 3] * 5, dtype="Int64")})
     pair = next(p for p in audit_label_leakage(frame, tasks=["a", "b"], warn=False).pairs if p.given == "a")
     assert pair.examples == 30 and pair.flagged
+
+
+def test_leakage_audit_flags_a_rule_that_holds_for_one_value_only():
+    """"ticket_type 1 implies urgency 3" where ticket_type varies: U stays near 0.5, yet a model reads urgency off
+    ticket_type on every type-1 ticket. The global U misses it; the per-value rule check must not."""
+    rng = np.random.default_rng(0)
+    ticket_type = rng.integers(0, 2, 400)
+    urgency = np.where(ticket_type == 1, 3, rng.integers(1, 4, 400))
+    frame = pd.DataFrame({"ticket_type": ticket_type.astype(str), "urgency": urgency.astype(str),
+                          "noise": rng.integers(0, 3, 400).astype(str)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = audit_label_leakage(frame)
+    pair = next(p for p in report.pairs if p.given == "ticket_type" and p.target == "urgency")
+    assert pair.uncertainty_coefficient < 0.7 and pair.flagged
+    assert [(r["given_value"], r["target_value"]) for r in pair.rules] == [("1", "3")]
+    assert "partial: ticket_type = '1' -> urgency = '3'" in pair.note
+    messages = [str(w.message) for w in caught if issubclass(w.category, LabelLeakageWarning)]
+    # the reverse (urgency 1 or 2 implies type 0) is a rule too: one warning per determined task
+    assert report.is_flagged("urgency", "ticket_type") and len(messages) == 2
+    assert any(m.startswith("label leakage: 'urgency' is partly determined by 'ticket_type'") for m in messages)
+    assert not any(report.is_flagged(a, b) for a, b in [("noise", "urgency"), ("urgency", "noise"), ("ticket_type", "noise")])
+    # a rule covering a sliver of the rows, or a near-constant target, is not a flag
+    rare = frame.assign(ticket_type=np.where(np.arange(400) < 20, "9", "0"),
+                        urgency=np.where(np.arange(400) < 20, "3", urgency))
+    assert not audit_label_leakage(rare, tasks=["ticket_type", "urgency"], warn=False).is_flagged("ticket_type", "urgency")
