@@ -13,7 +13,9 @@ Definitions, as in the organisers' released scorers (``subtask1_scorer.py``, ``s
 Differences from the released scripts, all deliberate: gold and predicted lines are aligned by key (article id,
 or article id + UTF-16 span) where the scripts zip the two files in file order (a reordered prediction file would
 be mis-scored); and the first released subtask-1 script compared the ordered ``(main_role, fine_roles)`` list,
-so a permutation of the same roles counted as a miss, whereas the task defines EMR over the role set.
+so a permutation of the same roles counted as a miss, whereas the task defines EMR over the role set. What the
+scripts refuse is refused here too, naming the line: missing or extra lines, role names outside the taxonomy, and a
+mention text that differs from the gold line at the same span.
 
 Command::
 
@@ -36,7 +38,7 @@ from typing import Collection, Sequence
 import numpy as np
 
 from .semeval_official import MentionLine, NarrativeLine, Submission
-from .taxonomy import OTHER, NarrativeTaxonomy, load_narrative_taxonomy
+from .taxonomy import FINE_ROLES, MAIN_ROLES, OTHER, NarrativeTaxonomy, load_narrative_taxonomy
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +125,30 @@ def narrative_scores(gold: Sequence[NarrativeLine], pred: Sequence[NarrativeLine
     return out
 
 
+def _check_mentions(gold_by_key: dict, pred_by_key: dict) -> None:
+    """What the organisers' scorer refuses: role names outside the taxonomy, and a predicted line whose mention text
+    differs from the gold line at the same span (their key includes the text, so it would count as missing)."""
+    fine_roles = set(FINE_ROLES)
+    for key, line in pred_by_key.items():
+        where = f"subtask 1, article {key[0]}, span {key[1]}-{key[2]}"
+        if line.main_role not in MAIN_ROLES:
+            raise ValueError(f"{where}: unknown main role {line.main_role!r}; expected one of {list(MAIN_ROLES)}")
+        unknown = sorted(set(line.fine_roles) - fine_roles)
+        if unknown:
+            raise ValueError(f"{where}: unknown fine role(s) {unknown}; the taxonomy's are {sorted(fine_roles)}")
+        if key in gold_by_key and line.mention != gold_by_key[key].mention:
+            raise ValueError(f"{where}: predicted mention {line.mention!r} differs from the gold {gold_by_key[key].mention!r} "
+                             "(the official scorer matches mentions by their text too)")
+
+
 def entity_scores(gold: Sequence[MentionLine], pred: Sequence[MentionLine]) -> dict[str, float]:
-    """Exact match ratio of the fine-role sets and main-role accuracy, mentions aligned by (article, span)."""
+    """Exact match ratio of the fine-role sets and main-role accuracy, mentions aligned by (article, span).
+
+    Raises `ValueError`, naming the line, where the official scorer would refuse the prediction file: missing or
+    extra mentions, unknown role names, a mention text that differs from the gold's."""
     gold_by_key, pred_by_key = {line.key: line for line in gold}, {line.key: line for line in pred}
     keys = _aligned(gold_by_key, pred_by_key, "subtask 1")
+    _check_mentions(gold_by_key, pred_by_key)
     if not keys:
         return {"fine_role_exact_match": math.nan, "main_role_accuracy": math.nan}
     exact = [set(gold_by_key[k].fine_roles) == set(pred_by_key[k].fine_roles) for k in keys]

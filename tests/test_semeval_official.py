@@ -261,6 +261,12 @@ def test_official_metrics_align_by_key_and_compare_role_sets():
     assert np.isnan(official_metrics(Submission(narratives=gold.narratives), pred)["main_role_accuracy"])
     with pytest.raises(ValueError, match="subtask 1: the prediction lacks 1 gold entries"):
         official_metrics(gold, Submission(mentions=pred.mentions[:2], narratives=pred.narratives))
+    # What the organisers' scorer refuses is refused, naming the line: unknown role names, another mention text.
+    for bad, message in [(MentionLine("B", "z", 0, 3, "Villain", ("Victim",)), "span 0-3: unknown main role 'Villain'"),
+                         (MentionLine("B", "z", 0, 3, "Innocent", ("Victim", "Hero")), r"unknown fine role\(s\) \['Hero'\]"),
+                         (MentionLine("B", "zz", 0, 3, "Innocent", ("Victim",)), "predicted mention 'zz' differs from the gold 'z'")]:
+        with pytest.raises(ValueError, match=f"subtask 1, article B, {message}" if "span" in message else message):
+            official_metrics(gold, Submission(mentions=[bad, *pred.mentions[1:]], narratives=pred.narratives))
 
 
 def test_official_class_lists_come_from_the_organisers_files(tmp_path):
