@@ -120,3 +120,15 @@ def test_a_resumed_run_restores_its_early_stopping_state(tiny_backbone_dir, tmp_
     study = Study(*parsed, "t", "t", "q")
     args = study.training_arguments(RunSpec("mtl", 0, study.task_names()), tmp_path / "runs" / "mtl__seed0")
     assert args.restore_callback_states_from_checkpoint
+
+
+def test_a_capped_run_whose_mean_stalled_while_one_task_still_learned_ended_improving():
+    """At the cap the mean is below its best, but task b sets a new best at the last evaluation: the run's own
+    early stopping (any task improving resets it) would have gone on, so the run did not converge."""
+    history = [evaluation(4, 0.25, 0.25), evaluation(8, 0.75, 0.25), evaluation(12, 0.25, 0.5)]
+    summary = training_summary(fake_trainer(history, max_steps=12, patience_counter=0), "micro_f1", ["a", "b"])
+    assert summary["best_step"] == 8 and summary["still_improving"] is True
+    flat = history[:2] + [evaluation(12, 0.25, 0.25)]  # no task and not the mean improved at the end
+    assert training_summary(fake_trainer(flat, max_steps=12), "micro_f1", ["a", "b"])["still_improving"] is False
+    # an early-stopped run converged by definition, whatever its last evaluation
+    assert training_summary(fake_trainer(history, patience_counter=2), "micro_f1", ["a", "b"])["still_improving"] is False

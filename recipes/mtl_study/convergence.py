@@ -79,7 +79,7 @@ def convergence_section(summaries: Sequence[Mapping], arm_order: Sequence[str] |
     improving = [run for r in rows for run in r["still_improving"]]
     if improving:
         lines.append(f"**{NOT_CONVERGED.capitalize()}.** {len(improving)} run(s) ended at their step or epoch cap while "
-                     f"the validation score was still improving: {', '.join(improving)}. Train longer (or with early "
+                     f"the validation score (the mean over tasks, or one task's) was still improving: {', '.join(improving)}. Train longer (or with early "
                      f"stopping) before reading the differences between arms as differences between architectures.")
     elif all(r["unknown"] == r["runs"] for r in rows):
         lines.append("The run summaries do not say how training ended (results of an older version): convergence unknown.")

@@ -159,8 +159,10 @@ def training_summary(trainer, primary_metric: str, tasks: Sequence[str]) -> dict
 
     Keys: ``stopped_by`` (early_stopping | max_steps | epochs), ``steps``, ``best_step``, ``primary_metric``,
     ``best_validation`` / ``final_validation`` (mean primary metric on validation at the best and at the last
-    evaluation; None without evaluation), ``evaluations`` and ``still_improving`` (not stopped early and the
-    best value came at the last evaluation: more steps would probably have helped).
+    evaluation; None without evaluation), ``evaluations`` and ``still_improving``: not stopped early, and the last
+    evaluation set a new best for the mean or for any single task (the criterion of `EveryTaskEarlyStopping`: a
+    run whose mean had stalled while one task still learned ended improving too), so more steps would probably
+    have helped.
     """
     state, args = trainer.state, trainer.args
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
@@ -181,8 +183,20 @@ def training_summary(trainer, primary_metric: str, tasks: Sequence[str]) -> dict
         "best_validation": best,
         "final_validation": curve[-1][1] if curve else None,
         "evaluations": len(curve),
-        "still_improving": (stopped_by != "early_stopping" and best_step == curve[-1][0]) if curve else None,
+        "still_improving": (stopped_by != "early_stopping" and (best_step == curve[-1][0] or bool(
+            tasks_improving_at_the_end(state.log_history, primary_metric, tasks)))) if curve else None,
     }
+
+
+def tasks_improving_at_the_end(log_history: Sequence[dict], primary_metric: str, tasks: Sequence[str]) -> list[str]:
+    """Tasks whose primary metric on validation reached a new best (strictly) at the last evaluation of training."""
+    improving = []
+    for task in tasks:
+        key = validation_key(task, primary_metric)
+        values = [float(entry[key]) for entry in log_history if key in entry]
+        if len(values) > 1 and values[-1] > max(values[:-1]):
+            improving.append(task)
+    return improving
 
 
 def count_parameters(model) -> dict[str, int]:
