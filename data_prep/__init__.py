@@ -26,6 +26,8 @@ _LAZY_EXPORTS = {
     "LeakageReport": "leakage",
     "PairLeakage": "leakage",
     "audit_label_leakage": "leakage",
+    "TextOverlap": "overlap",
+    "text_overlap": "overlap",
     "LoadReport": "semeval",
     "SemEvalFormatError": "semeval",
     "load_semeval": "semeval",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .encoding import encode_for_model, encoded_features, label_column, windows_by_document
     from .leakage import LabelLeakageWarning, LeakageReport, PairLeakage, audit_label_leakage
+    from .overlap import TextOverlap, text_overlap
     from .semeval import LoadReport, SemEvalFormatError, load_semeval, read_semeval_articles, utf16_offset_table
     from .shift import ShiftReport, compute_shift, domain_shift, jensen_shannon_divergence, shift_between
     from .splits import split_articles

@@ -59,6 +59,8 @@ class PairLeakage:
     target_values: int
     flagged: bool
     note: str = ""
+    partial: bool = False
+    """Flagged for a partial rule only (U below the threshold)."""
     rules: list = field(default_factory=list)
     """Partial rules ``{"given_value", "target_value", "examples", "purity"}``: a value of `given` that fixes `target`."""
 
@@ -158,7 +160,7 @@ def _evidence(pair: PairLeakage) -> str:
     """How `pair.given` determines `pair.target`, for the warning."""
     figures = (f"H({pair.target}|{pair.given}) = {pair.conditional_entropy:.3f} bits, "
                f"U = {pair.uncertainty_coefficient:.3f}, n = {pair.examples}")
-    if pair.note.startswith("(partial"):
+    if pair.partial:
         return f"partly determined by {pair.given!r} ({figures}; {pair.note[len('(partial: '):-1]})"
     return f"(nearly) a function of {pair.given!r} ({figures})"
 
@@ -182,7 +184,8 @@ def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: flo
     elif flagged and h_target == 0:
         note = f"({target} is constant on these examples)"
     rules = partial_rules(pairs, threshold, min_examples_per_value, min_rule_share) if h_target > 0 else []
-    if rules and not flagged and u < threshold:
+    partial = bool(rules) and not flagged and u < threshold
+    if partial:
         flagged = True
         note = "(partial: " + "; ".join(_rule_text(given, target, rule, n) for rule in rules) + ")"
     return PairLeakage(
@@ -197,6 +200,7 @@ def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: flo
         target_values=len(target_counts),
         flagged=flagged,
         note=note,
+        partial=partial,
         rules=rules,
     )
 
@@ -249,7 +253,8 @@ def audit_label_leakage(
             pairs = [(a, b) for a, b in zip(table[given], table[target]) if a is not None and b is not None]
             result = pair_leakage(given, target, pairs, threshold, min_examples_per_value, min_rule_share)
             if result.flagged and result.examples < min_examples:
-                result.flagged, result.note = False, f"(not flagged: only {result.examples} co-labelled examples)"
+                result.flagged, result.partial = False, False
+                result.note = f"(not flagged: only {result.examples} co-labelled examples)"
             results.append(result)
     if warn:
         # one warning per determined task, naming every task that determines it (pairs are in the report)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from data_prep.leakage import audit_label_leakage
+from data_prep.overlap import text_overlap
 from data_prep.splits import split_articles
 from data_prep.synthetic_tickets import SyntheticTicketsConfig, write_tickets
 from data_prep.tables import load_table
@@ -40,6 +41,7 @@ class TicketArguments:
     audit_columns: list[str] = field(default_factory=list, metadata={"help": "Extra label columns checked by the leakage audit only (not trained)."})
     ticket_rows: int = field(default=500, metadata={"help": "Rows of the synthetic table (when no --data_file)."})
     latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of)."})
+    stratify_by: str = field(default="first_label", metadata={"help": "Label column whose classes the test and validation splits keep in proportion ('first_label': the first of --label_columns; 'none': a plain random split). A class with one row stays in train instead of landing, unlearnable, in test."})
 
 
 def load_tickets(output_dir, args, tickets) -> ExperimentData:
@@ -49,9 +51,13 @@ def load_tickets(output_dir, args, tickets) -> ExperimentData:
     if synthetic and not path.is_file():
         write_tickets(SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows))
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
+    stratify_by = {"first_label": tickets.label_columns[0], "none": None}.get(tickets.stratify_by, tickets.stratify_by)
+    if stratify_by is not None and stratify_by not in audited:
+        raise ValueError(f"--stratify_by {tickets.stratify_by!r}: not a label column {audited} (or 'first_label', 'none')")
     table = load_table(path, text_columns=tickets.text_columns, label_columns=audited, on_error="skip")
-    rest_test = split_articles(table.examples, validation_fraction=args.eval_fraction, seed=args.split_seed, stratify_by=None)
-    train_val = split_articles(rest_test["train"], validation_fraction=args.eval_fraction, seed=args.split_seed + 1, stratify_by=None)
+    rest_test = split_articles(table.examples, validation_fraction=args.eval_fraction, seed=args.split_seed, stratify_by=stratify_by)
+    train_val = split_articles(rest_test["train"], validation_fraction=args.eval_fraction, seed=args.split_seed + 1,
+                               stratify_by=stratify_by)
     source = (f"SYNTHETIC ticket table {path} (generated: not real tickets)" if synthetic else f"ticket table {path}")
     # A column with one value everywhere has nothing to learn (a classifier needs two labels): audit it, do not train it.
     constant = {t["name"]: t["labels"][0] for t in table.tasks if len(t["labels"]) < 2}
@@ -72,6 +78,15 @@ def _skipped_summary(path, skipped) -> str:
     shown = "\n".join(f"  line {line}: {reason}" for line, reason in skipped[:20])
     more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
     return f"{path}: {len(skipped)} rows skipped\n{shown}{more}"
+
+
+def overlap_section(data: ExperimentData) -> str:
+    """How many test tickets repeat a training ticket, exactly or nearly (templated tickets), for the report."""
+    train_texts = list(data.train["text"]) + list(data.validation["text"])
+    overlap = text_overlap(train_texts, list(data.test["text"]))
+    return (f"{overlap.summary()} (training and validation tickets against test tickets; TF-IDF word uni- and "
+            "bigrams). Near duplicates make the test scores partly a measure of memory; the split is random, as "
+            "deployment traffic repeats templates too, so weigh the scores by this share.")
 
 
 def predictions_and_latency(study, texts, repeats):
@@ -105,10 +120,12 @@ def main(argv=None):
 
     sections = [("Label-leakage audit (training set)",
                  "Uncertainty coefficient U = 1 − H(target | given)/H(target); a flagged pair means the target label is "
-                 "(nearly) a function of the given one, so a multi-head 'gain' on it is a shortcut, not transfer.\n\n"
-                 "```\n" + leakage.table() + "\n```\n\n" + ("**Flagged: " + ", ".join(f"{p.target} determined by {p.given}" for p in leakage.flagged) + "**"
+                 "(nearly) a function of the given one, or fixed by one of its values on at least 10% of the tickets "
+                 "(partly), so a multi-head 'gain' on it is a shortcut, not transfer.\n\n"
+                 "```\n" + leakage.table() + "\n```\n\n" + ("**Flagged: " + ", ".join(f"{p.target} {'partly ' if p.partial else ''}determined by {p.given}" for p in leakage.flagged) + "**"
                                                        if leakage.flagged else "No pair flagged.")
-                 + ("".join(f"\n\nColumn `{c}` has the single value {v!r} in this table: audited, not trained." for c, v in constant.items())))]
+                 + ("".join(f"\n\nColumn `{c}` has the single value {v!r} in this table: audited, not trained." for c, v in constant.items()))),
+                ("Train/test text overlap", overlap_section(data))]
     if study._is_main() and "mtl" in args.arms and "stl" in args.arms:
         texts = list(data.test["text"])
         predictions, seconds = predictions_and_latency(study, texts, tickets.latency_repeats)

@@ -258,7 +258,7 @@ def test_leakage_audit_flags_a_rule_that_holds_for_one_value_only():
         warnings.simplefilter("always")
         report = audit_label_leakage(frame)
     pair = next(p for p in report.pairs if p.given == "ticket_type" and p.target == "urgency")
-    assert pair.uncertainty_coefficient < 0.7 and pair.flagged
+    assert pair.uncertainty_coefficient < 0.7 and pair.flagged and pair.partial
     assert [(r["given_value"], r["target_value"]) for r in pair.rules] == [("1", "3")]
     assert "partial: ticket_type = '1' -> urgency = '3'" in pair.note
     messages = [str(w.message) for w in caught if issubclass(w.category, LabelLeakageWarning)]
@@ -270,3 +270,20 @@ def test_leakage_audit_flags_a_rule_that_holds_for_one_value_only():
     rare = frame.assign(ticket_type=np.where(np.arange(400) < 20, "9", "0"),
                         urgency=np.where(np.arange(400) < 20, "3", urgency))
     assert not audit_label_leakage(rare, tasks=["ticket_type", "urgency"], warn=False).is_flagged("ticket_type", "urgency")
+
+
+def test_text_overlap_counts_exact_and_near_duplicates_of_test_texts():
+    from data_prep import text_overlap
+
+    train = ["New purchase PO: dear team, purchased monitor, please log allocation after the item arrives",
+             "VPN connection drops every hour since the update", "Printer on floor 3 is out of toner"]
+    test = ["new purchase po dear team purchased monitor please log allocation after the item arrives!",  # exact
+            "New purchase PO: dear team, purchased speaker, please log allocation after the item arrives",  # near
+            "Payroll question about my holiday allowance", "???"]
+    overlap = text_overlap(train, test, threshold=0.6)
+    assert (overlap.exact, overlap.near, overlap.test_texts) == (1, 2, 4)
+    assert list(overlap.nearest_train_index[:2]) == [0, 0] and overlap.nearest_similarity[2] < 0.3
+    assert "1 of 4 test texts (25.0%) repeat a training text exactly; 2 (50.0%)" in overlap.summary()
+    assert text_overlap(train, test, threshold=0.99).near == 1
+    with pytest.raises(ValueError, match="threshold must be in"):
+        text_overlap(train, test, threshold=0)

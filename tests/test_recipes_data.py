@@ -1,5 +1,7 @@
 """The experiment's article-level splits: seeded by --split_seed, disjoint, the same for every run of a study."""
 
+import pytest
+
 from mtl_study.data import SPLIT_SEED, load_experiment_data
 
 OPTIONS = {"num_documents": 40, "min_words": 20, "max_words": 30}
@@ -19,3 +21,32 @@ def test_split_seed_chooses_the_validation_articles(tmp_path):
     for split in (default, other):
         assert not (split["train"] & split["validation"]) and not (split["train"] | split["validation"]) & split["test"]
         assert split["train"] | split["validation"] == default["train"] | default["validation"]
+
+
+def _ticket_split(tmp_path, table, *options):
+    from ticket_router import TicketArguments, load_tickets
+
+    from mtl_study.config import parse_recipe_args
+
+    args, training, _, tickets = parse_recipe_args(
+        "ticket_router", ["--output_dir", str(tmp_path / "out"), "--data_file", str(table), "--label_columns", "team",
+                          "--text_columns", "text", *options], extra=[TicketArguments])
+    return load_tickets(training.output_dir, args, tickets)
+
+
+def test_ticket_splits_keep_each_class_in_proportion_and_a_one_row_class_in_train(tmp_path):
+    import pandas as pd
+
+    teams = ["a"] * 100 + ["b"] * 20 + ["solo"]
+    table = tmp_path / "tickets.csv"
+    pd.DataFrame({"text": [f"ticket number {i}" for i in range(len(teams))], "team": teams}).to_csv(table, index=False)
+    for seed in range(6):
+        data = _ticket_split(tmp_path, table, "--split_seed", str(seed))
+        test_teams, validation_teams = list(data.test["team"]), list(data.validation["team"])
+        assert test_teams.count("b") == 4 and validation_teams.count("b") == 3  # 20 % of 20, then 20 % of 16
+        assert "solo" in data.train["team"]
+    plain = [_ticket_split(tmp_path, table, "--split_seed", str(seed), "--stratify_by", "none").test["team"]
+             for seed in range(6)]
+    assert {list(test).count("b") for test in plain} != {4}  # unstratified: the share of b varies by seed
+    with pytest.raises(ValueError, match="--stratify_by 'queue': not a label column"):
+        _ticket_split(tmp_path, table, "--stratify_by", "queue")

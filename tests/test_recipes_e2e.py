@@ -175,6 +175,7 @@ def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path
         assert "Token counts of the duplication control" in report
     if recipe == "ticket_router":
         assert "Label-leakage audit" in report and "Disagreement" in report and "Latency" in report
+        assert "Train/test text overlap" in report and "test texts" in report
 
 
 @pytest.mark.slow
