@@ -17,15 +17,17 @@ Traps of the real format that this loader handles (all checked on the full relea
   exclusive, so ``text[start:end]`` is the mention, and every mention is checked against its text;
 * the narrative column repeats a narrative once per subnarrative: it is de-duplicated (order kept);
 * ``Other`` is a label in both columns and a subnarrative can be ``"<narrative>: Other"``;
-* the domain comes from the article id (``EN_UA_*`` -> URW, ``EN_CC_*`` -> CC); some URW-id articles
-  carry CC narratives (``EN_UA_103011.txt``): the label is kept as annotated and counted in the report;
+* the domain comes from the article id (``EN_UA_*`` -> URW, ``EN_CC_*`` -> CC, ``RU-URW-*`` -> URW); some URW-id
+  articles carry CC narratives (``EN_UA_103011.txt``): the label is kept as annotated and counted in the report.
+  Where the id names no domain (``PT_230.txt``, ``BG_670.txt``), it comes from the labels when every narrative
+  but ``Other`` names one domain (counted in ``articles_with_domain_from_labels``), else it is ``None``;
 * not every article has subtask-1 lines (``has_entity_annotations`` says which do); every article of a
   labelled release has a subtask-2 line: an article without one is an error (skipped and counted with
   ``on_error="skip"``), so that no article loads without its labels;
 * an annotation file that exists but is empty (0 bytes or blank lines only) is an error (with
   ``on_error="skip"``: a loud warning, counted): a task must never silently disappear. An unlabelled release
   simply has no annotation files;
-* files in ``raw-documents/`` whose names do not follow ``<LANG>_<UA|CC>_<id>.txt`` (``notes.md``,
+* files in ``raw-documents/`` whose names do not follow ``<LANG>_<id>.txt`` / ``<LANG>-<id>.txt`` (``notes.md``,
   ``.DS_Store``, folders) are not articles: they are skipped with a warning and counted (``"stray file"``);
 * a UTF-8 byte order mark at the start of a raw document is an encoding mark, not text: it is removed so
   that offsets count from the first character (counted in ``articles_with_byte_order_mark``); annotation
@@ -67,7 +69,9 @@ SUBTASK1_FILE = "subtask-1-annotations.txt"
 SUBTASK2_FILE = "subtask-2-annotations.txt"
 RAW_DOCUMENTS_DIR = "raw-documents"
 
-_ARTICLE_NAME = re.compile(r"^[A-Za-z]{2,3}_(UA|CC)_[A-Za-z0-9_-]+\.txt$")
+# "<LANG>_<id>.txt" or "<LANG>-<id>.txt": EN_UA_002668.txt, EN_UA_DEV_100012.txt, PT_230.txt, RU-URW-1004.txt.
+_ARTICLE_NAME = re.compile(r"^[A-Za-z]{2,3}[_-][A-Za-z0-9][A-Za-z0-9_-]*\.txt$")
+ARTICLE_NAME_FORM = "<LANG>_<id>.txt or <LANG>-<id>.txt, e.g. EN_UA_002668.txt, PT_230.txt, RU-URW-1004.txt"
 _BOM = "\ufeff"
 
 ARTICLE_FEATURES = datasets.Features(
@@ -131,7 +135,7 @@ class _Collector:
 
 
 def is_article_file(path: Path) -> bool:
-    """Whether ``path`` is an article of a ``raw-documents`` folder (``<LANG>_<UA|CC>_<id>.txt``), not a stray file."""
+    """Whether ``path`` is an article of a ``raw-documents`` folder (:data:`ARTICLE_NAME_FORM`), not a stray file."""
     return path.is_file() and bool(_ARTICLE_NAME.match(path.name))
 
 
@@ -152,7 +156,7 @@ def _read_articles(raw_dir: Path, problem: _Collector) -> dict[str, str]:
     for path in sorted(raw_dir.iterdir()):
         if not is_article_file(path):
             problem.skip("stray file", SemEvalFormatError(
-                "not an article (article files are named <LANG>_<UA|CC>_<id>.txt); ignored", path))
+                f"not an article (article files are named {ARTICLE_NAME_FORM}); ignored", path))
             continue
         try:
             text, had_mark = read_article_text(path)
@@ -397,6 +401,11 @@ def read_semeval_articles(
         for article_id, text in articles.items():
             domain = domain_of_article_id(article_id)
             labels = narratives.get(article_id)
+            if domain is None and labels:
+                named = {domain_of_label(label) for label in labels[0]} - {None}
+                if len(named) == 1:
+                    domain = named.pop()
+                    report.articles_with_domain_from_labels += 1
             article_mentions = sorted(mentions.get(article_id, []), key=lambda m: (m["start"], m["end"]))
             rows.append(
                 {

@@ -12,8 +12,9 @@ before the model is loaded: a missing folder, an empty or undecodable document, 
 of range or a mention text that differs from the document fail with a message naming the file and line.
 Writes ``OUT_DIR/subtask-1-annotations.txt`` and/or ``OUT_DIR/subtask-2-annotations.txt``.
 
-Narratives are decoded within the article's domain (from its id, ``EN_UA_*`` / ``EN_CC_*``: labels of the other
-domain are dropped, ``Other`` stays; see :func:`data_prep.semeval_official.constrain_to_domain`), parent first
+Narratives are decoded within the article's domain (from its id, ``EN_UA_*`` / ``EN_CC_*`` / ``RU-URW-*``: labels
+of the other domain are dropped, ``Other`` stays; an id that names no domain, such as ``PT_230.txt``, is decoded
+over both domains; see :func:`data_prep.semeval_official.constrain_to_domain`), parent first
 when the model carries the narrative threshold a study tuned on validation (``--no-parent-first``: every
 subnarrative on its own threshold; :mod:`data_prep.narrative_decoding`); ``--no-domain-constraint`` writes the
 model's plain predictions instead. Each mention gets its best fine role (``--fine-roles``).
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
-from .semeval import SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
+from .semeval import ARTICLE_NAME_FORM, SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
     Submission,
@@ -62,10 +63,10 @@ def read_documents(folder: str | Path) -> list[dict]:
             raise SemEvalFormatError("document is empty", path)
         articles.append({"id": path.name, "text": text, "mentions": []})
     if stray:
-        logger.warning("%s: %d file(s) not named like an article (<LANG>_<UA|CC>_<id>.txt) skipped: %s", folder,
-                       len(stray), ", ".join(stray[:5]) + (" ..." if len(stray) > 5 else ""))
+        logger.warning("%s: %d file(s) not named like an article (%s) skipped: %s", folder, len(stray),
+                       ARTICLE_NAME_FORM, ", ".join(stray[:5]) + (" ..." if len(stray) > 5 else ""))
     if not articles:
-        raise FileNotFoundError(f"{folder}: no documents in the folder (article files are named <LANG>_<UA|CC>_<id>.txt)")
+        raise FileNotFoundError(f"{folder}: no documents in the folder (article files are named {ARTICLE_NAME_FORM})")
     return articles
 
 

@@ -14,6 +14,7 @@ be ``"<narrative>: Other"``. The tree is read from the organisers' taxonomy file
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -49,15 +50,18 @@ FINE_TO_MAIN: dict[str, str] = {fine: main for main, fines in FINE_ROLES_BY_MAIN
 
 DOMAINS: tuple[str, ...] = ("URW", "CC")
 
-# Article ids look like "EN_UA_002668.txt": the second field names the domain.
+# Article ids look like "EN_UA_002668.txt" (English) or "RU-URW-1004.txt": the second field names the domain.
+# Some languages' ids name none ("PT_230.txt", "BG_670.txt").
 _ID_DOMAIN_CODES = {"UA": "URW", "URW": "URW", "CC": "CC"}
+_ID_FIELD_SEPARATOR = re.compile(r"[_-]")
 
 assert len(FINE_ROLES) == 22 and len(set(FINE_ROLES)) == 22
 
 
 def domain_of_article_id(article_id: str) -> str | None:
-    """``"URW"`` / ``"CC"`` from an id such as ``EN_UA_002668.txt``; ``None`` when the id names no domain."""
-    parts = Path(article_id).stem.split("_")
+    """``"URW"`` / ``"CC"`` from an id such as ``EN_UA_002668.txt`` or ``RU-URW-1004.txt``; ``None`` when the id
+    names no domain (``PT_230.txt``)."""
+    parts = _ID_FIELD_SEPARATOR.split(Path(article_id).stem)
     if len(parts) >= 2:
         return _ID_DOMAIN_CODES.get(parts[1].upper())
     return None

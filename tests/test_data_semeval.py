@@ -205,7 +205,7 @@ def test_stray_files_in_raw_documents_are_skipped_and_counted(tmp_path, caplog):
     root = make_corpus(tmp_path)
     raw = root / "EN" / "raw-documents"
     (raw / "notes.md").write_text("my notes\n", encoding="utf-8")
-    (raw / "EN_XX_000003.txt").write_text("no domain\n", encoding="utf-8")
+    (raw / "article 3.txt").write_text("not named like an article\n", encoding="utf-8")
     (raw / "old").mkdir()
     with caplog.at_level("WARNING", logger="data_prep.semeval"):
         articles, report = load_semeval(root, return_report=True)  # also with on_error="raise": not articles
@@ -229,3 +229,16 @@ def test_byte_order_marks_do_not_shift_offsets(tmp_path):
 def test_sample_still_loads_identically():
     articles, report = load_semeval(shared_data_path(*SAMPLE), return_report=True)
     assert len(articles) == 24 and report.mentions == 63 and not report.skipped
+
+
+def test_article_ids_of_other_languages_load_with_their_domain(tmp_path):
+    """Other languages' releases name files PT_230.txt (no domain) or RU-URW-1004.txt: they are articles. The
+    domain comes from the id where it names one, else from the narratives when they name exactly one domain."""
+    root = make_corpus(tmp_path, subtask1=[], articles={"PT_230.txt": "Texto.\n", "RU-URW-1004.txt": "Текст.\n",
+                                                        "BG_670.txt": "Текст.\n"},
+                       subtask2=["PT_230.txt\tCC: Amplifying Climate Fears\tCC: Amplifying Climate Fears: Other",
+                                 "RU-URW-1004.txt\tOther\tOther", "BG_670.txt\tOther\tOther"])
+    articles, report = load_semeval(root, return_report=True)
+    assert dict(zip(articles["id"], articles["domain"])) == {"BG_670.txt": None, "PT_230.txt": "CC", "RU-URW-1004.txt": "URW"}
+    assert report.articles_with_domain_from_labels == 1 and "1 with the domain read from their narratives" in report.summary()
+    assert report.skipped == {}

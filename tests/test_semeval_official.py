@@ -118,6 +118,21 @@ def test_submission_inputs_are_read_as_the_loader_reads_them(tmp_path, caplog):
     assert articles[0]["text"][mention["start"]:mention["end"]] == "Putin"
 
 
+def test_other_languages_article_names_are_documents_and_a_domainless_id_is_decoded_over_both_domains(tmp_path):
+    from data_prep.semeval_official import constrain_to_domain
+    from data_prep.semeval_submit import read_documents
+
+    documents = tmp_path / "raw-documents"
+    documents.mkdir()
+    for name in ("PT_230.txt", "RU-URW-1004.txt"):
+        (documents / name).write_text("Texto da notícia.", encoding="utf-8")
+    assert [a["id"] for a in read_documents(documents)] == ["PT_230.txt", "RU-URW-1004.txt"]
+    labels = ["Other", "URW: Discrediting Ukraine", "CC: Amplifying Climate Fears"]
+    scored = {"scores": {"Other": 0.1, "URW: Discrediting Ukraine": 0.9, "CC: Amplifying Climate Fears": 0.8}}
+    assert constrain_to_domain("RU-URW-1004.txt", scored, labels, [0.5] * 3) == ["URW: Discrediting Ukraine"]
+    assert constrain_to_domain("PT_230.txt", scored, labels, [0.5] * 3) == labels[1:]
+
+
 # ------------------------------------------------------------------------------------------ predictions -> lines
 def _article(article_id="EN_UA_000001.txt", text="Putin met Zelensky in Kyiv.", spans=()):
     return {"id": article_id, "text": text, "mentions": [{"start": s, "end": e} for s, e in spans]}
