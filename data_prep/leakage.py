@@ -16,7 +16,8 @@ task that determines it).
 
 A pair is also flagged for a **partial rule**: one value of ``given`` that fixes the target on at least
 ``threshold`` of its examples, covers at least ``min_rule_share`` of the co-labelled examples (and
-``min_examples_per_value`` of them), and names a target value that is not itself near-constant. "ticket_type 1
+``min_examples_per_value`` of them), and names a target value that is not itself near-constant, with a purity
+that chance cannot explain (one-sided binomial test against that value's overall share, p < 0.001). "ticket_type 1
 implies urgency 3" on a table where ticket_type varies leaves U near 0.5, below any global threshold, yet a model
 reads urgency off ticket_type on every type-1 ticket. The rules are listed in ``PairLeakage.rules``.
 
@@ -129,10 +130,18 @@ def cramers_v(pairs: Sequence[tuple]) -> float:
     return math.sqrt(chi2 / n / (min(table.shape) - 1))
 
 
+#: A partial rule must be this unlikely under the target value's overall share (one-sided binomial test): with a
+#: target value on 93% of the rows, an unrelated column's values reach 95% purity by chance on ~100 rows.
+RULE_P_VALUE = 1e-3
+
+
 def partial_rules(pairs: Sequence[tuple], threshold: float, min_support: float, min_share: float) -> list[dict]:
     """Values of the given side that fix the target: purity >= `threshold` on at least ``max(min_support,
     min_share x n)`` examples, for a target value whose overall share stays below `threshold` (a near-constant
-    target is "fixed" by anything, and the global U covers that case)."""
+    target is "fixed" by anything, and the global U covers that case), and a purity that chance cannot explain
+    (binomial test against that share, p < :data:`RULE_P_VALUE`)."""
+    from scipy.stats import binomtest
+
     n = len(pairs)
     if not n:
         return []
@@ -145,7 +154,8 @@ def partial_rules(pairs: Sequence[tuple], threshold: float, min_support: float, 
         support = sum(counts.values())
         target_value, hits = counts.most_common(1)[0]
         if (support >= max(min_support, min_share * n) and hits / support >= threshold
-                and target_share[target_value] < threshold):
+                and target_share[target_value] < threshold
+                and binomtest(hits, support, target_share[target_value], alternative="greater").pvalue < RULE_P_VALUE):
             rules.append({"given_value": given_value, "target_value": target_value, "examples": support,
                           "purity": hits / support})
     return rules
@@ -184,7 +194,7 @@ def pair_leakage(given: str, target: str, pairs: Sequence[tuple], threshold: flo
     elif flagged and h_target == 0:
         note = f"({target} is constant on these examples)"
     rules = partial_rules(pairs, threshold, min_examples_per_value, min_rule_share) if h_target > 0 else []
-    partial = bool(rules) and not flagged and u < threshold
+    partial = bool(rules) and not flagged  # also where U was vetoed for too few examples per value of `given`
     if partial:
         flagged = True
         note = "(partial: " + "; ".join(_rule_text(given, target, rule, n) for rule in rules) + ")"

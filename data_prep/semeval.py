@@ -19,8 +19,8 @@ Traps of the real format that this loader handles (all checked on the full relea
 * ``Other`` is a label in both columns and a subnarrative can be ``"<narrative>: Other"``;
 * the domain comes from the article id (``EN_UA_*`` -> URW, ``EN_CC_*`` -> CC, ``RU-URW-*`` -> URW); some URW-id
   articles carry CC narratives (``EN_UA_103011.txt``): the label is kept as annotated and counted in the report.
-  Where the id names no domain (``PT_230.txt``, ``BG_670.txt``), it comes from the labels when every narrative
-  but ``Other`` names one domain (counted in ``articles_with_domain_from_labels``), else it is ``None``;
+  Where the id names no domain (``PT_230.txt``, ``BG_670.txt``) it is ``None``: it is not read from the labels,
+  which would choose a per-domain task's articles by their gold;
 * not every article has subtask-1 lines (``has_entity_annotations`` says which do); every article of a
   labelled release has a subtask-2 line: an article without one is an error (skipped and counted with
   ``on_error="skip"``), so that no article loads without its labels;
@@ -69,9 +69,11 @@ SUBTASK1_FILE = "subtask-1-annotations.txt"
 SUBTASK2_FILE = "subtask-2-annotations.txt"
 RAW_DOCUMENTS_DIR = "raw-documents"
 
-# "<LANG>_<id>.txt" or "<LANG>-<id>.txt": EN_UA_002668.txt, EN_UA_DEV_100012.txt, PT_230.txt, RU-URW-1004.txt.
-_ARTICLE_NAME = re.compile(r"^[A-Za-z]{2,3}[_-][A-Za-z0-9][A-Za-z0-9_-]*\.txt$")
-ARTICLE_NAME_FORM = "<LANG>_<id>.txt or <LANG>-<id>.txt, e.g. EN_UA_002668.txt, PT_230.txt, RU-URW-1004.txt"
+# The organisers' names: a language code, optionally a domain code (and a tag such as DEV), then a number:
+# EN_UA_002668.txt, EN_CC_100013.txt, EN_UA_DEV_100012.txt, PT_230.txt, BG_670.txt, RU-URW-1004.txt. Anything else
+# (notes.txt, my_notes.txt, EN_XX_3.txt) is a stray file, not an article.
+_ARTICLE_NAME = re.compile(r"^[A-Z]{2,3}(?:[_-](?:UA|CC|URW)(?:[_-][A-Z]+)*)?[_-]\d[A-Za-z0-9]*\.txt$")
+ARTICLE_NAME_FORM = "<LANG>[_<UA|CC>]_<number>.txt or <LANG>-<URW|CC>-<number>.txt, e.g. EN_UA_002668.txt, PT_230.txt"
 _BOM = "\ufeff"
 
 ARTICLE_FEATURES = datasets.Features(
@@ -401,11 +403,6 @@ def read_semeval_articles(
         for article_id, text in articles.items():
             domain = domain_of_article_id(article_id)
             labels = narratives.get(article_id)
-            if domain is None and labels:
-                named = {domain_of_label(label) for label in labels[0]} - {None}
-                if len(named) == 1:
-                    domain = named.pop()
-                    report.articles_with_domain_from_labels += 1
             article_mentions = sorted(mentions.get(article_id, []), key=lambda m: (m["start"], m["end"]))
             rows.append(
                 {
@@ -426,7 +423,7 @@ def read_semeval_articles(
             report.articles_with_entity_annotations += article_id in mentions
             report.articles_without_narratives += labels is None
             report.articles_with_non_bmp_characters += bool(_NON_BMP.search(text))
-            if labels and any(domain_of_label(n) not in (None, domain) for n in labels[0]):
+            if domain is not None and labels and any(domain_of_label(n) not in (None, domain) for n in labels[0]):
                 report.articles_with_labels_of_other_domain.append(article_id)
     return rows, report
 
@@ -450,7 +447,7 @@ def load_semeval(
         return_report: also return the :class:`LoadReport` (it is always logged at INFO level, and its
             summary is the dataset's ``info.description``).
 
-    Columns: ``id`` (file name, the official article id), ``language``, ``domain`` (URW/CC from the id),
+    Columns: ``id`` (file name, the official article id), ``language``, ``domain`` (URW/CC from the id; None where the id names no domain),
     ``text``, ``narratives`` and ``subnarratives`` (de-duplicated label lists, ``None`` without a
     subtask-2 line), ``mentions`` (``start``/``end`` Python indices with ``end`` exclusive, ``text``,
     ``main_role``, ``fine_roles``) and ``has_entity_annotations``.

@@ -34,8 +34,6 @@ class LoadReport:
     articles: int = 0
     articles_per_language: dict[str, int] = field(default_factory=dict)
     articles_per_domain: dict[str, int] = field(default_factory=dict)
-    articles_with_domain_from_labels: int = 0
-    """Articles whose id names no domain (``PT_230.txt``) and whose narratives name one."""
     articles_with_entity_annotations: int = 0
     articles_without_narratives: int = 0
     mentions: int = 0
@@ -51,9 +49,7 @@ class LoadReport:
 
     def summary(self) -> str:
         lines = [
-            f"articles: {self.articles} {dict(self.articles_per_language)} by domain {dict(self.articles_per_domain)}"
-            + (f" ({self.articles_with_domain_from_labels} with the domain read from their narratives: the id names "
-               "none)" if self.articles_with_domain_from_labels else ""),
+            f"articles: {self.articles} {dict(self.articles_per_language)} by domain {dict(self.articles_per_domain)}",
             f"subtask-1: {self.subtask1_lines} lines -> {self.mentions} mentions in "
             f"{self.articles_with_entity_annotations} articles",
             f"subtask-2: {self.subtask2_lines} lines; articles without a narrative line: "

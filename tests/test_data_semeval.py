@@ -205,12 +205,13 @@ def test_stray_files_in_raw_documents_are_skipped_and_counted(tmp_path, caplog):
     root = make_corpus(tmp_path)
     raw = root / "EN" / "raw-documents"
     (raw / "notes.md").write_text("my notes\n", encoding="utf-8")
-    (raw / "article 3.txt").write_text("not named like an article\n", encoding="utf-8")
+    (raw / "EN_XX_000003.txt").write_text("no domain\n", encoding="utf-8")
+    (raw / "my_notes.txt").write_text("not named like an article\n", encoding="utf-8")
     (raw / "old").mkdir()
     with caplog.at_level("WARNING", logger="data_prep.semeval"):
         articles, report = load_semeval(root, return_report=True)  # also with on_error="raise": not articles
     assert sorted(articles["id"]) == ["EN_CC_000002.txt", "EN_UA_000001.txt"] and set(articles["domain"]) == {"URW", "CC"}
-    assert report.skipped == {"stray file": 3} and report.articles == 2
+    assert report.skipped == {"stray file": 4} and report.articles == 2
     assert sum("notes.md: not an article" in r.getMessage() for r in caplog.records) == 1
     assert "stray file" in articles.info.description
 
@@ -232,13 +233,13 @@ def test_sample_still_loads_identically():
 
 
 def test_article_ids_of_other_languages_load_with_their_domain(tmp_path):
-    """Other languages' releases name files PT_230.txt (no domain) or RU-URW-1004.txt: they are articles. The
-    domain comes from the id where it names one, else from the narratives when they name exactly one domain."""
+    """Other languages' releases name files PT_230.txt (no domain) or RU-URW-1004.txt: they are articles. The domain
+    comes from the id alone: where it names none, it is None (the gold labels must not choose a domain's articles)."""
     root = make_corpus(tmp_path, subtask1=[], articles={"PT_230.txt": "Texto.\n", "RU-URW-1004.txt": "Текст.\n",
                                                         "BG_670.txt": "Текст.\n"},
-                       subtask2=["PT_230.txt\tCC: Amplifying Climate Fears\tCC: Amplifying Climate Fears: Other",
+                       subtask2=["PT_230.txt\tCC: Amplifying Climate Fears;URW: Discrediting Ukraine\t"
+                                 "CC: Amplifying Climate Fears: Other;URW: Discrediting Ukraine: Other",
                                  "RU-URW-1004.txt\tOther\tOther", "BG_670.txt\tOther\tOther"])
     articles, report = load_semeval(root, return_report=True)
-    assert dict(zip(articles["id"], articles["domain"])) == {"BG_670.txt": None, "PT_230.txt": "CC", "RU-URW-1004.txt": "URW"}
-    assert report.articles_with_domain_from_labels == 1 and "1 with the domain read from their narratives" in report.summary()
-    assert report.skipped == {}
+    assert dict(zip(articles["id"], articles["domain"])) == {"BG_670.txt": None, "PT_230.txt": None, "RU-URW-1004.txt": "URW"}
+    assert report.skipped == {} and report.articles_with_labels_of_other_domain == []
