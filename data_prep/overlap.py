@@ -38,6 +38,7 @@ class TextOverlap:
     nearest_similarity: np.ndarray
     """Per test text, its highest cosine similarity to any training text."""
     nearest_train_index: np.ndarray
+    """Per test text, the index of that training text (-1 where none shares a word)."""
 
     @property
     def near_share(self) -> float:
@@ -58,8 +59,11 @@ def text_overlap(train_texts: Sequence[str], test_texts: Sequence[str], threshol
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     train_texts, test_texts = list(train_texts), list(test_texts)
-    seen = {normalize_text(text) for text in train_texts}
-    is_exact = np.array([normalize_text(text) in seen for text in test_texts], dtype=bool)
+    seen: dict[str, int] = {}
+    for index, text in enumerate(train_texts):
+        seen.setdefault(normalize_text(text), index)
+    exact_index = [seen.get(normalize_text(text), -1) for text in test_texts]
+    is_exact = np.array([index >= 0 for index in exact_index], dtype=bool)
     nearest = np.zeros(len(test_texts))
     nearest_index = np.full(len(test_texts), -1)
     if train_texts and test_texts:
@@ -73,7 +77,10 @@ def text_overlap(train_texts: Sequence[str], test_texts: Sequence[str], threshol
                 similarity = (test[start:start + block_rows] @ train.T).toarray()
                 nearest_index[start:start + len(similarity)] = similarity.argmax(axis=1)
                 nearest[start:start + len(similarity)] = similarity.max(axis=1)
-    # An exact duplicate is near whatever TF-IDF says (a text of punctuation only has no vector).
+    nearest_index[nearest <= 0] = -1  # no shared word with any training text: no nearest one
+    # An exact duplicate is near whatever TF-IDF says (a text of punctuation only has no vector), and its own match.
+    nearest_index[is_exact] = np.array(exact_index)[is_exact]
+    nearest[is_exact] = 1.0
     near = int(((nearest >= threshold - 1e-9) | is_exact).sum())
     return TextOverlap(test_texts=len(test_texts), exact=int(is_exact.sum()), near=near, threshold=threshold,
                        nearest_similarity=nearest, nearest_train_index=nearest_index)

@@ -13,6 +13,8 @@ from collections import Counter
 import datasets
 import numpy as np
 
+_POOLED = object()  # the stratum of pooled small strata: no column value can equal it
+
 
 def split_articles(
     articles: datasets.Dataset,
@@ -21,13 +23,16 @@ def split_articles(
     stratify_by: str | None = "domain",
     id_column: str | None = None,
     test: datasets.Dataset | None = None,
+    min_stratum_size: int = 1,
 ) -> datasets.DatasetDict:
     """Split ``articles`` into ``train`` / ``validation`` (plus ``test`` when given).
 
     Within each stratum (value of ``stratify_by``; ``None`` = one stratum) the rows are shuffled with
     ``numpy.random.default_rng(seed)`` and ``round(validation_fraction * n)`` of them go to validation
     (at least one where the stratum has two or more rows). Ids (``id_column``; ``id`` or ``doc_id`` by
-    default) must be unique, and ids of ``test`` must not occur in ``articles``.
+    default) must be unique, and ids of ``test`` must not occur in ``articles``. Strata with fewer than
+    ``min_stratum_size`` rows are pooled into one: with a long tail of 2-3-row classes, "at least one to
+    validation" per stratum would otherwise send a third or more of the rows there.
     """
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
@@ -42,9 +47,12 @@ def split_articles(
         raise ValueError(f"stratify_by column {stratify_by!r} not in {articles.column_names}")
 
     strata = articles[stratify_by] if stratify_by else [None] * len(articles)
+    if min_stratum_size > 1:
+        sizes = Counter(strata)
+        strata = [_POOLED if sizes[s] < min_stratum_size else s for s in strata]
     rng = np.random.default_rng(seed)
     validation: list[int] = []
-    for stratum in sorted(set(strata), key=str):
+    for stratum in sorted(set(strata), key=lambda s: (s is _POOLED, str(s))):
         rows = [i for i, s in enumerate(strata) if s == stratum]
         rows = list(rng.permutation(rows))
         count = int(round(validation_fraction * len(rows)))

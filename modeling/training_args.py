@@ -279,6 +279,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise ValueError(f"--threshold_strategy must be one of {THRESHOLD_STRATEGIES}, got {self.threshold_strategy!r}")
         if self.threshold_min_support < 1:
             raise ValueError(f"--threshold_min_support must be >= 1, got {self.threshold_min_support}")
+        if not isinstance(self.top1_fallback, bool):  # it is written into the saved model's config, which checks it
+            raise ValueError(f"--top1_fallback must be true or false, got {self.top1_fallback!r}")
         if self.head_learning_rate is not None and not self.head_learning_rate > 0:
             raise ValueError(f"--head_learning_rate must be > 0, got {self.head_learning_rate}")
         if self.macro_average not in MACRO_AVERAGES:

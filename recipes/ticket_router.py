@@ -16,6 +16,7 @@ import os
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ class TicketArguments:
     audit_columns: list[str] = field(default_factory=list, metadata={"help": "Extra label columns checked by the leakage audit only (not trained)."})
     ticket_rows: int = field(default=500, metadata={"help": "Rows of the synthetic table (when no --data_file)."})
     latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of)."})
-    stratify_by: str = field(default="first_label", metadata={"help": "Label column whose classes the test and validation splits keep in proportion ('first_label': the first of --label_columns; 'none': a plain random split). A class with one row stays in train instead of landing, unlearnable, in test."})
+    stratify_by: str = field(default="first_label", metadata={"help": "Label column whose classes the test and validation splits keep in proportion ('first_label': the first trained column of --label_columns; 'none': a plain random split). A class with one row stays in train instead of landing, unlearnable, in test; classes of fewer than 1/eval_fraction rows are pooled into one stratum."})
 
 
 def load_tickets(output_dir, args, tickets) -> ExperimentData:
@@ -51,20 +52,22 @@ def load_tickets(output_dir, args, tickets) -> ExperimentData:
     if synthetic and not path.is_file():
         write_tickets(SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows))
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
-    stratify_by = {"first_label": tickets.label_columns[0], "none": None}.get(tickets.stratify_by, tickets.stratify_by)
-    if stratify_by is not None and stratify_by not in audited:
+    if tickets.stratify_by not in ("first_label", "none", *audited):
         raise ValueError(f"--stratify_by {tickets.stratify_by!r}: not a label column {audited} (or 'first_label', 'none')")
     table = load_table(path, text_columns=tickets.text_columns, label_columns=audited, on_error="skip")
-    rest_test = split_articles(table.examples, validation_fraction=args.eval_fraction, seed=args.split_seed, stratify_by=stratify_by)
-    train_val = split_articles(rest_test["train"], validation_fraction=args.eval_fraction, seed=args.split_seed + 1,
-                               stratify_by=stratify_by)
-    source = (f"SYNTHETIC ticket table {path} (generated: not real tickets)" if synthetic else f"ticket table {path}")
     # A column with one value everywhere has nothing to learn (a classifier needs two labels): audit it, do not train it.
     constant = {t["name"]: t["labels"][0] for t in table.tasks if len(t["labels"]) < 2}
     trained = {t["name"]: t for t in table.tasks if t["name"] in tickets.label_columns and t["name"] not in constant}
     if not trained:
         raise ValueError(f"{path}: no label column among {tickets.label_columns} has two or more values "
                          f"(single-valued: {constant}); nothing to train")
+    stratify_by = {"first_label": next(iter(trained)), "none": None}.get(tickets.stratify_by, tickets.stratify_by)
+    # Classes too small to give each split a row are pooled (else each sends a row to test and one to validation).
+    split = dict(validation_fraction=args.eval_fraction, stratify_by=stratify_by,
+                 min_stratum_size=math.ceil(1 / args.eval_fraction))
+    rest_test = split_articles(table.examples, seed=args.split_seed, **split)
+    train_val = split_articles(rest_test["train"], seed=args.split_seed + 1, **split)
+    source = (f"SYNTHETIC ticket table {path} (generated: not real tickets)" if synthetic else f"ticket table {path}")
     return ExperimentData(tasks=trained, train=train_val["train"], validation=train_val["validation"],
                           test=rest_test["validation"], source=source, dataset_id="synthetic-tickets" if synthetic else path.stem,
                           data_dir=str(path.parent), synthetic=synthetic, load_summary=_skipped_summary(path, table.skipped),
@@ -85,8 +88,8 @@ def overlap_section(data: ExperimentData) -> str:
     train_texts = list(data.train["text"]) + list(data.validation["text"])
     overlap = text_overlap(train_texts, list(data.test["text"]))
     return (f"{overlap.summary()} (training and validation tickets against test tickets; TF-IDF word uni- and "
-            "bigrams). Near duplicates make the test scores partly a measure of memory; the split is random, as "
-            "deployment traffic repeats templates too, so weigh the scores by this share.")
+            "bigrams). Near duplicates make the test scores partly a measure of memory. The split does not separate "
+            "them, as deployment traffic repeats templates too: weigh the scores by this share.")
 
 
 def predictions_and_latency(study, texts, repeats):

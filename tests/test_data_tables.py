@@ -287,6 +287,8 @@ def test_text_overlap_counts_exact_and_near_duplicates_of_test_texts():
     overlap = text_overlap(train, test, threshold=0.6)
     assert (overlap.exact, overlap.near, overlap.test_texts) == (1, 2, 4)
     assert list(overlap.nearest_train_index[:2]) == [0, 0] and overlap.nearest_similarity[2] < 0.3
+    assert overlap.nearest_train_index[3] == -1  # "???" shares no word with any training text
+    assert text_overlap(["!!!", "a b"], ["!!!"]).nearest_train_index.tolist() == [0]  # exact, though without a vector
     assert "1 of 4 test texts (25.0%) repeat a training text exactly; 2 (50.0%)" in overlap.summary()
     assert text_overlap(train, test, threshold=0.99).near == 1
     with pytest.raises(ValueError, match="threshold must be in"):

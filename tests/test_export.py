@@ -88,6 +88,7 @@ def test_metadata_describes_tasks(exported):
     assert json.loads(metadata["multi_task.outputs"]) == result.output_names
     assert int(metadata["multi_task.max_length"]) == 512
     assert metadata["multi_task.window_aggregation"] == "mean" and float(metadata["multi_task.relative_threshold"]) == 0.0
+    assert json.loads(metadata["multi_task.top1_fallback"]) is True  # a server decodes empty rows as predict does
 
 
 @pytest.mark.parametrize("mode", ["mean", "max"])

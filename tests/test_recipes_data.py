@@ -50,3 +50,21 @@ def test_ticket_splits_keep_each_class_in_proportion_and_a_one_row_class_in_trai
     assert {list(test).count("b") for test in plain} != {4}  # unstratified: the share of b varies by seed
     with pytest.raises(ValueError, match="--stratify_by 'queue': not a label column"):
         _ticket_split(tmp_path, table, "--stratify_by", "queue")
+
+
+def test_ticket_splits_pool_a_long_tail_and_skip_a_constant_first_column(tmp_path):
+    import pandas as pd
+
+    teams = [f"team{i}" for i in range(100) for _ in range(3)]  # 100 classes of 3 rows: each too small to split
+    table = tmp_path / "tickets.csv"
+    pd.DataFrame({"text": [f"ticket number {i}" for i in range(300)], "team": teams, "kind": ["incident"] * 300,
+                  }).to_csv(table, index=False)
+    data = _ticket_split(tmp_path, table)
+    assert (len(data.train), len(data.validation), len(data.test)) == (192, 48, 60)  # not 100 / 100 / 100
+    # 'kind' is constant (audited, not trained): the default stratifies by the first TRAINED column, 'team'
+    teams = ["a"] * 100 + ["b"] * 20
+    pd.DataFrame({"text": [f"ticket number {i}" for i in range(120)], "kind": ["incident"] * 120, "team": teams,
+                  }).to_csv(table, index=False)
+    for seed in range(4):
+        data = _ticket_split(tmp_path, table, "--split_seed", str(seed), "--label_columns", "kind", "team")
+        assert set(data.tasks) == {"team"} and list(data.test["team"]).count("b") == 4

@@ -12,10 +12,10 @@ def evaluation(step, a, b):
     return {"step": step, "eval_validation_a_micro_f1": a, "eval_validation_b_micro_f1": b, "eval_loss": 1.0}
 
 
-def fake_trainer(history, max_steps=-1, patience_counter=None):
+def fake_trainer(history, max_steps=-1, patience_counter=None, threshold=0.0):
     callbacks = []
     if patience_counter is not None:
-        stopper = EarlyStoppingCallback(early_stopping_patience=2)
+        stopper = EarlyStoppingCallback(early_stopping_patience=2, early_stopping_threshold=threshold)
         stopper.early_stopping_patience_counter = patience_counter
         callbacks.append(stopper)
     return SimpleNamespace(state=SimpleNamespace(log_history=history, global_step=history[-1]["step"]),
@@ -130,5 +130,10 @@ def test_a_capped_run_whose_mean_stalled_while_one_task_still_learned_ended_impr
     assert summary["best_step"] == 8 and summary["still_improving"] is True
     flat = history[:2] + [evaluation(12, 0.25, 0.25)]  # no task and not the mean improved at the end
     assert training_summary(fake_trainer(flat, max_steps=12), "micro_f1", ["a", "b"])["still_improving"] is False
+    # a gain within --early_stopping_threshold is not an improvement, as for the run's early stopping
+    small = history[:2] + [evaluation(12, 0.25, 0.26)]
+    assert training_summary(fake_trainer(small, max_steps=12, patience_counter=0), "micro_f1", ["a", "b"])["still_improving"]
+    assert not training_summary(fake_trainer(small, max_steps=12, patience_counter=0, threshold=0.05), "micro_f1",
+                                ["a", "b"])["still_improving"]
     # an early-stopped run converged by definition, whatever its last evaluation
     assert training_summary(fake_trainer(history, patience_counter=2), "micro_f1", ["a", "b"])["still_improving"] is False

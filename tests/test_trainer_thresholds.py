@@ -78,6 +78,8 @@ def test_threshold_arguments_are_validated(tmp_path):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), threshold_strategy="magic")
     with pytest.raises(ValueError, match="--threshold_min_support must be >= 1"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), threshold_min_support=0)
+    with pytest.raises(ValueError, match="--top1_fallback must be true or false, got 0"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), top1_fallback=0)
 
 
 def test_unknown_entries_do_not_steer_threshold_tuning():

@@ -184,17 +184,20 @@ def training_summary(trainer, primary_metric: str, tasks: Sequence[str]) -> dict
         "final_validation": curve[-1][1] if curve else None,
         "evaluations": len(curve),
         "still_improving": (stopped_by != "early_stopping" and (best_step == curve[-1][0] or bool(
-            tasks_improving_at_the_end(state.log_history, primary_metric, tasks)))) if curve else None,
+            tasks_improving_at_the_end(state.log_history, primary_metric, tasks,
+                                       getattr(stopper, "early_stopping_threshold", 0.0) or 0.0)))) if curve else None,
     }
 
 
-def tasks_improving_at_the_end(log_history: Sequence[dict], primary_metric: str, tasks: Sequence[str]) -> list[str]:
-    """Tasks whose primary metric on validation reached a new best (strictly) at the last evaluation of training."""
+def tasks_improving_at_the_end(log_history: Sequence[dict], primary_metric: str, tasks: Sequence[str],
+                               threshold: float = 0.0) -> list[str]:
+    """Tasks whose primary metric on validation beat its best by more than `threshold` at the last evaluation of
+    training (as `EveryTaskEarlyStopping` counts an improvement; every reported metric is higher-is-better)."""
     improving = []
     for task in tasks:
         key = validation_key(task, primary_metric)
         values = [float(entry[key]) for entry in log_history if key in entry]
-        if len(values) > 1 and values[-1] > max(values[:-1]):
+        if len(values) > 1 and values[-1] > max(values[:-1]) + threshold:
             improving.append(task)
     return improving
 
