@@ -7,7 +7,8 @@ auxiliary labels only, so whatever separates them is the auxiliary task:
 
 * the **primary** task (``primary_<control>``): ``z``; labels are SCARCE in training (only ``primary_label_rate``
   of the training texts carry one, so some cue words never occur in a labelled text), dense on validation and
-  test. A single-task model cannot know the class of a cue word it never saw labelled.
+  test. A single-task model has only the backbone's prior for a cue word it never saw labelled (the cue words
+  of a class are not all of one kind: class 0's are nouns, class 2's adjectives, so that prior is not nil).
 * the **auxiliary** task (``auxiliary_<control>``), labelled on EVERY training text and on no validation or test
   text (it is a training signal only: every arm selects its checkpoint and is scored on the primary task alone):
 
@@ -16,11 +17,12 @@ auxiliary labels only, so whatever separates them is the auxiliary task:
     labels: a multi-task model must beat the single-task model on the primary task.
   - ``negative`` control: a label drawn at random, independent of the text (its own seeded generator, so the
     texts are those of the positive control), over ``negative_auxiliary_classes`` classes (2: the least noise a
-    model could memorise). Nothing in it can help or steer the primary task, so the difference between a
-    multi-task and a single-task model must not be significant in either direction.
+    model could memorise). Nothing in it can help the primary task, so a multi-task model must not be found
+    significantly better; it may be worse (fitting random labels costs the shared layer), which is real
+    negative transfer.
 
-If a study pipeline finds no gain on the positive control, or a significant difference on the negative one,
-the pipeline (not multi-task learning) is what is being measured. The corpora are deterministic for a seed
+If a study pipeline finds no gain on the positive control, or a significant gain on the negative one, the
+pipeline (not multi-task learning) is what is being measured. The corpora are deterministic for a seed
 and take milliseconds to build.
 """
 
@@ -121,12 +123,14 @@ def control_examples(control: str, config: ControlsConfig | None = None) -> dict
     out = {}
     for split in SPLITS:
         size = sizes[split]
-        # Exactly round(rate * size) training texts carry a primary label (at least one per class).
+        # round(rate * size) training texts carry a primary label (at least num_classes), plus one text of any class
+        # they miss (below).
         labelled = set(range(size)) if split != "train" else set(
             texts.sample(range(size), max(config.num_classes, round(config.primary_label_rate * size))))
-        rows = []
+        rows, latents = [], []
         for i in range(size):
             text, latent = _document(texts, config)
+            latents.append(latent)
             if split != "train":
                 aux = None  # a training signal only: selection and scores use the primary task alone
             elif control == "positive":
@@ -136,6 +140,15 @@ def control_examples(control: str, config: ControlsConfig | None = None) -> dict
             rows.append({"doc_id": f"{control}_{split}_{i:05d}", "control": control, "text": text, "mentions": [],
                          primary["name"]: primary["labels"][latent] if i in labelled else None, auxiliary["name"]: aux})
         out[split] = rows
+        if split == "train":
+            train_latents = latents
+    # A class without a labelled training text cannot be learnt by either arm: label the first text of each such
+    # class (the default corpus has every class labelled already, so its data is unchanged).
+    labelled_classes = {row[primary["name"]] for row in out["train"]}
+    for row, latent in zip(out["train"], train_latents):
+        if primary["labels"][latent] not in labelled_classes:
+            row[primary["name"]] = primary["labels"][latent]
+            labelled_classes.add(primary["labels"][latent])
     return out
 
 

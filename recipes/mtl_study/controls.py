@@ -3,15 +3,16 @@
 Two synthetic corpora (:mod:`data_prep.synthetic_controls`) with the same texts and the same scarce primary
 labels, whose answer is known: on the *positive* control the auxiliary task shares the latent factor the primary
 task needs, so multi-task training must beat the single-task model on the primary task; on the *negative*
-control the auxiliary labels are random, independent of the text, so no significant difference may appear, in
-either direction. :func:`control_verdicts` checks both with the same paired Wilcoxon tests (adjusted over the two
-primary-task tests) that every report uses.
+control the auxiliary labels are random, independent of the text, so the pipeline must not find a gain.
+:func:`control_verdicts` checks both with the same paired Wilcoxon tests (adjusted over the two primary-task tests)
+that every report uses.
 
 stl and mtl differ only through the auxiliary task: same texts, same primary labels, same seeds, same backbone
 and frozen layers, same step cap; both select their checkpoint and stop early on the primary task's validation
 score (the auxiliary task is unlabelled on validation), so neither arm is judged at an arbitrary point of its
-training. A significant loss on the negative control therefore means the pipeline gives one arm an unequal
-chance (a budget, a selection or a sampling artefact), which it must not.
+training. The negative control is null for transfer, not for cost: its mtl model spends shared capacity and half of
+its batches on random labels, so a significant LOSS there is real negative transfer, reported as such; only a
+significant GAIN means the pipeline invents transfer (an arm given an unequal budget, selection or sampling).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from data_prep.synthetic_controls import CONTROLS, ControlsConfig, auxiliary_tas
 from .data import ExperimentData
 from .report import markdown_table
 from .runner import RunSpec
-from .stats import adjust_comparisons, compare_arms, format_p, min_adjusted_p_value, significance_requirement
+from .stats import adjust_comparisons, compare_arms, format_p, min_adjusted_p_values, significance_requirement
 
 SINGLE_TASK, MULTI_TASK = "stl", "mtl"
 
@@ -85,9 +86,11 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
                      p_adjust: str = "holm") -> list[dict]:
     """Did each control behave? mtl vs stl on its primary task, paired by seed, adjusted over the controls.
 
-    Returns one dict per control: ``control, task, mean_difference, n_pairs, p_value, adjusted_p_value, expected,
-    behaved`` (positive: mtl better with adjusted p < alpha; negative: no significant difference either way; None
-    when too few seeds make adjusted p < alpha unreachable, so neither verdict means anything).
+    Returns one dict per control of :data:`CONTROLS`: ``control, task, mean_difference, n_pairs, p_value,
+    adjusted_p_value, effect_size, expected, behaved, note``. ``behaved``: positive, mtl better with adjusted
+    p < alpha (in the direction of the ranks too); negative, no significant gain. A significant result always
+    decides; otherwise ``None`` when this family's seeds cannot reach adjusted p < alpha, so neither verdict means
+    anything, and ``None`` with the note "missing" for a control without an stl and an mtl run (failed runs).
     """
     comparisons = []
     for control in CONTROLS:
@@ -95,42 +98,76 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
         comparisons += [c for c in compare_arms(of_control, MULTI_TASK, SINGLE_TASK, metric, eval_set=eval_set, alpha=alpha)
                         if c.task == primary_task_name(control)]
     comparisons = adjust_comparisons(comparisons, p_adjust)
+    tested = [c for c in comparisons if c.p_value is not None]
+    floors = dict(zip(map(id, tested), min_adjusted_p_values([c.testable_pairs for c in tested], p_adjust)))
+    by_control = {c.task.removeprefix("primary_"): c for c in comparisons}
     verdicts = []
-    for c in comparisons:
-        control = c.task.removeprefix("primary_")
+    for control in CONTROLS:
+        c = by_control.get(control)
+        if c is None:
+            verdicts.append({"control": control, "task": primary_task_name(control), "mean_difference": None,
+                             "n_pairs": 0, "p_value": None, "adjusted_p_value": None, "effect_size": None,
+                             "expected": "", "behaved": None, "note": "missing: no stl and mtl run to compare",
+                             "comparison": None})
+            continue
+        # The test ranks differences, so its direction is the rank-biserial's sign; a mean pulled up by one outlier
+        # seed while most seeds favour the other arm is not a win.
+        gain = c.significant and c.mean_difference > 0 and (c.effect_size or 0.0) > 0
+        loss = c.significant and c.mean_difference < 0 and (c.effect_size or 0.0) < 0
+        note = ""
         if control == "positive":
             expected = f"mtl > stl, adjusted p < {alpha}"
-            # The test ranks differences, so its direction is the rank-biserial's sign; a mean pulled up by one
-            # outlier seed while most seeds favour stl is not mtl winning.
-            behaved = c.significant and c.mean_difference > 0 and (c.effect_size or 0.0) > 0
+            behaved = gain
         else:
-            expected = f"no significant difference (adjusted p ≥ {alpha})"
-            behaved = not c.significant
-        if min_adjusted_p_value(c.testable_pairs, len(comparisons), p_adjust) >= alpha:
-            behaved = None  # no seed count this small can reach significance: neither verdict means anything
+            expected = f"no significant gain of mtl (adjusted p ≥ {alpha} or mtl lower)"
+            behaved = not gain
+            if loss:
+                note = ("mtl significantly lower: real negative transfer (its shared layer also fits random labels), "
+                        "not an invented gain")
+        if not c.significant and floors.get(id(c), 1.0) >= alpha:
+            behaved, note = None, "untestable: these seeds cannot reach the adjusted α"
         verdicts.append({"control": control, "task": c.task, "mean_difference": c.mean_difference, "n_pairs": c.n_pairs,
-                         "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "expected": expected,
-                         "behaved": behaved, "comparison": c})
+                         "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "effect_size": c.effect_size,
+                         "expected": expected, "behaved": behaved, "note": note, "comparison": c})
     return verdicts
 
 
 def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set: str = "test", alpha: float = 0.05,
-                    p_adjust: str = "holm") -> str:
-    """Markdown: the verdict of each control and what a failure means."""
+                    p_adjust: str = "holm", not_converged: Sequence[str] = ()) -> str:
+    """Markdown: the verdict of each control and what a failure means. ``not_converged``: ids of control runs that
+    ended at their step cap still improving (their verdicts are then provisional)."""
     verdicts = control_verdicts(rows, metric, eval_set, alpha, p_adjust)
-    if not verdicts:
-        return "No control has both an stl and an mtl run: nothing to check."
     shown = {True: "yes", False: "**NO**", None: "untestable (too few seeds)"}
-    body = [[v["control"], v["task"], f"{v['mean_difference']:+.3f}", v["n_pairs"], format_p(v["p_value"]),
-             format_p(v["adjusted_p_value"]), v["expected"], shown[v["behaved"]]] for v in verdicts]
+
+    def cell(value, form):
+        return "—" if value is None else form(value)
+
+    body = [[v["control"], v["task"], cell(v["mean_difference"], lambda d: f"{d:+.3f}"), v["n_pairs"],
+             format_p(v["p_value"]), format_p(v["adjusted_p_value"]), cell(v["effect_size"], lambda r: f"{r:+.2f}"),
+             v["expected"], "missing" if v["note"].startswith("missing") else shown[v["behaved"]], v["note"]]
+            for v in verdicts]
     table = markdown_table(["Control", "Primary task", f"Δ mtl − stl ({metric}, {eval_set})", "Pairs", "p (Wilcoxon)",
-                            f"adjusted p ({p_adjust})", "Expected", "Behaved"], body)
+                            f"adjusted p ({p_adjust})", "Rank-biserial r", "Expected", "Behaved", "Note"], body)
+    missing = [v["control"] for v in verdicts if v["note"].startswith("missing")]
     failed = [v["control"] for v in verdicts if v["behaved"] is False]
-    verdict = ("**Too few seeds to check the controls.**" if any(v["behaved"] is None for v in verdicts) and not failed else
-               "**Both controls behaved: the pipeline detects the planted transfer and no difference where none can exist.**"
-               if not failed else
-               f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
-               f"until that is explained** (runs not converged, an arm given an unequal budget or selection, a bug, or a too "
-               f"weak planted relation).")
-    requirement = significance_requirement([v["comparison"] for v in verdicts], alpha, p_adjust)
+    if failed:
+        verdict = (f"**Control(s) {', '.join(failed)} did NOT behave: do not trust this pipeline's verdicts on real data "
+                   f"until that is explained** (runs not converged, an arm given an unequal budget or selection, a bug, or "
+                   f"a too weak planted relation).")
+    elif missing:
+        verdict = (f"**Control(s) {', '.join(missing)} missing (their runs failed or were not run): the pipeline is not "
+                   f"checked.** Relaunch to run them.")
+    elif any(v["behaved"] is None for v in verdicts):
+        verdict = "**Too few seeds to check the controls.**"
+    else:
+        negative = next(v for v in verdicts if v["control"] == "negative")
+        verdict = ("**Both controls behaved: the pipeline detects the planted transfer and invents no gain where none "
+                   f"exists.** Not significant is not equivalent: on the negative control mtl − stl is "
+                   f"{negative['mean_difference']:+.3f} (rank-biserial r {cell(negative['effect_size'], lambda r: f'{r:+.2f}')}); "
+                   f"with {negative['n_pairs']} seeds a bias is detected only when it favours one arm on nearly every seed.")
+    if not_converged:
+        verdict += (f" **Provisional:** {len(not_converged)} control run(s) ended at their step cap still improving "
+                    f"({', '.join(sorted(not_converged)[:6])}{' ...' if len(not_converged) > 6 else ''}).")
+    requirement = significance_requirement([v["comparison"] for v in verdicts if v["comparison"] is not None], alpha,
+                                           p_adjust)
     return "\n\n".join([table, requirement, verdict])

@@ -18,7 +18,8 @@ comparisons over ALL its tests (:func:`adjust_comparisons`): Holm's step-down me
 family-wise error rate), Benjamini-Hochberg (``"bh"``, :func:`scipy.stats.false_discovery_control`, controls the
 false discovery rate) as an option. A result is called significant only on its adjusted p-value. Under Holm the
 smallest adjusted p-value of ``m`` tests with ``n`` pairs each is ``m * 2 / 2**n``, so more tests need more
-seeds (:func:`seeds_needed`): 1 test needs 6 seeds, 2 tests need 7, 6 tests need 8.
+seeds (:func:`seeds_needed`): 1 test needs 6 seeds, 2 tests need 7, 6 tests need 8. With unequal pair counts
+(tied seeds) each test's own floor comes from :func:`min_adjusted_p_values`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,29 @@ def min_adjusted_p_value(n_pairs: int, num_tests: int, method: str = "holm") -> 
     if _check_method(method) == "holm":
         return min(1.0, max(num_tests, 1) * smallest)
     return smallest
+
+
+def min_adjusted_p_values(n_pairs: Sequence[int], method: str = "holm") -> list[float]:
+    """Per test of one family, the smallest adjusted p-value it can get, given every test's number of pairs.
+
+    With equal pair counts this is :func:`min_adjusted_p_value` for each. With unequal ones, under Holm a test whose
+    raw p-value is not the family's smallest gets ``max`` over the step-down products of the tests ranked before it
+    and its own: e.g. tests of 8 and 6 pairs reach 0.0156 and 0.0312, where ``2 x 2/2**6 = 0.0625`` would call the
+    second unreachable. Exact: the other tests are placed at their own floors, and every number of them ranked first
+    (the smallest floors) is tried. Benjamini-Hochberg and no adjustment: the raw floor (a lower bound)."""
+    raw = [min_achievable_p_value(n) for n in n_pairs]
+    if _check_method(method) != "holm":
+        return raw
+    m, floors = len(raw), []
+    for j, own in enumerate(raw):
+        others = sorted(raw[:j] + raw[j + 1:])
+        best, ranked_before = math.inf, 0.0
+        for s in range(m):  # s tests ranked before test j, at their floors
+            if s:
+                ranked_before = max(ranked_before, (m - s + 1) * others[s - 1])
+            best = min(best, max(ranked_before, (m - s) * max(own, others[s - 1] if s else 0.0)))
+        floors.append(min(1.0, best))
+    return floors
 
 
 def seeds_needed(num_tests: int, alpha: float = 0.05, method: str = "holm") -> int:
@@ -273,15 +297,17 @@ def significance_requirement(comparisons: Sequence[PairedComparison], alpha: flo
     if not tested:
         return "No test could be run."
     m = len(tested)
-    fewest, most = min(c.testable_pairs for c in tested), max(c.testable_pairs for c in tested)
-    floor = min_adjusted_p_value(most, m, method)
+    pairs = [c.testable_pairs for c in tested]
+    floors = min_adjusted_p_values(pairs, method)
+    fewest, most = min(pairs), max(pairs)
+    floor, worst = min(floors), max(floors)
     needed = seeds_needed(m, alpha, method)
     adjustment = P_ADJUST_METHODS[_check_method(method)]
     sentence = (f"{m} test{'s' * (m != 1)}, p-values adjusted by {adjustment}. With {most} seed pairs that differ "
                 f"(tied seeds do not count) the smallest adjusted p-value a test can reach is {format_p(floor)}")
     if fewest < most:
         sentence += (f"; a test with {fewest} such pair{'s' * (fewest != 1)} can reach no lower than "
-                     f"{format_p(min_adjusted_p_value(fewest, m, method))}")
+                     f"{format_p(worst)}")
     if floor < alpha:
         return sentence + f"; {needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
     return sentence + (f"; so NO result can be significant at α = {alpha}: {m} tests need at least {needed} seeds "
