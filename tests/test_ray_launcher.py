@@ -260,3 +260,15 @@ def test_study_prepare_encodes_and_caches_the_frozen_prefix_once_before_the_runs
     encoded = dict(study._encoded)
     run.prepare(specs)  # nothing new the second time
     assert study._encoded == encoded and sorted(p.name for p in (tmp_path / "cache").glob("frozen_prefix_*.arrow")) == caches
+
+
+def test_ray_task_options_hide_gpus_from_cpu_runs_and_give_gpu_runs_a_fresh_worker(ray_cluster):
+    from mtl_study.launchers import ray_task_options
+
+    cpu = ray_task_options(LauncherArguments(launcher="ray"))
+    assert cpu["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}} and "max_calls" not in cpu
+    gpu = ray_task_options(LauncherArguments(launcher="ray", ray_gpus_per_run=0.5))
+    assert gpu["max_calls"] == 1 and gpu["num_gpus"] == 0.5 and "runtime_env" not in gpu
+    # a CPU run's worker sees no GPU, and keeps the job's environment (the PYTHONPATH of this module's cluster)
+    probe = ray_cluster.remote(**cpu)(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), bool(os.environ.get("PYTHONPATH"))))
+    assert ray_cluster.get(probe.remote()) == ("", True)

@@ -15,6 +15,7 @@ must be importable on the workers, i.e. the project installed in the workers' en
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import sys
@@ -161,6 +162,23 @@ def execute_run(run_function: RunFunction, task: RunTask, cpus_per_run: float) -
     return run_function(task.spec, task.run_dir, task.resume)
 
 
+def ray_task_options(args: LauncherArguments) -> dict:
+    """``ray.remote`` options of a run's task.
+
+    - GPU runs get ``max_calls=1`` (a fresh worker per run): a reused worker keeps its CUDA context on the GPU of its
+      first run whatever Ray assigns next. Given at ``ray.remote`` time, as ``.options()`` drops ``max_calls``.
+    - CPU runs see no GPU (``CUDA_VISIBLE_DEVICES=""`` in their worker's environment): Ray no longer hides the GPUs
+      from tasks that reserve none, so on a GPU machine every CPU run would otherwise train on cuda:0, unreserved.
+    - Ray's own retries are off: the driver resubmits a failed run so that it resumes from its last checkpoint.
+    """
+    options = {"num_cpus": args.ray_cpus_per_run, "num_gpus": args.ray_gpus_per_run, "max_retries": 0}
+    if args.ray_gpus_per_run:
+        options["max_calls"] = 1
+    else:
+        options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return options
+
+
 class RayLauncher:
     """Submits every task as a Ray task (``num_cpus`` / ``num_gpus`` per run) and returns them as they finish.
 
@@ -183,32 +201,37 @@ class RayLauncher:
         """Start (or join) the Ray cluster and warm one worker per slot, without waiting for the workers: their
         imports (torch, transformers, this project: several seconds) overlap with the driver's data preparation."""
         ray = self._ray
+        address = self.args.ray_address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
-            address = self.args.ray_address or os.environ.get("RAY_ADDRESS")
             local_cpus = None
             if address is None and self.args.ray_num_workers:
-                local_cpus = self.args.ray_num_workers * self.args.ray_cpus_per_run
-            ray.init(address=address, num_cpus=None if local_cpus is None else max(1, int(local_cpus)),
-                     include_dashboard=False, logging_level=logging.WARNING)
+                local_cpus = math.ceil(self.args.ray_num_workers * self.args.ray_cpus_per_run)
+            # "local": a Ray of this launch's own, even where `ray start` left a cluster that address=None would join
+            # (and then refuse num_cpus).
+            ray.init(address=address or "local", num_cpus=local_cpus, include_dashboard=False,
+                     logging_level=logging.WARNING)
             self._started_ray = True
         resources = ray.cluster_resources()
         if resources.get("CPU", 0) < self.args.ray_cpus_per_run or resources.get("GPU", 0) < self.args.ray_gpus_per_run:
-            raise ValueError(f"a run asks for {self.args.ray_cpus_per_run} CPU / {self.args.ray_gpus_per_run} GPU but the "
-                             f"Ray cluster has {resources.get('CPU', 0)} CPU / {resources.get('GPU', 0)} GPU in all: "
-                             "no run could ever be scheduled")
+            message = (f"a run asks for {self.args.ray_cpus_per_run} CPU / {self.args.ray_gpus_per_run} GPU but the "
+                       f"Ray cluster has {resources.get('CPU', 0)} CPU / {resources.get('GPU', 0)} GPU in all")
+            if address is None:
+                raise ValueError(message + ": no run could ever be scheduled")
+            # An existing cluster may scale up on demand (KubeRay heads have 0 CPUs; GPU workers may be at zero).
+            logger.warning("%s now: runs wait until the cluster scales up", message)
         logger.info("Ray cluster: %s", resources)
         # Submitted only as slots free up, so that a run's start line and its time mean it started (not queued).
         fits = resources.get("CPU", 0) // self.args.ray_cpus_per_run
         if self.args.ray_gpus_per_run:
             fits = min(fits, resources.get("GPU", 0) // self.args.ray_gpus_per_run)
         self._limit = self.args.ray_num_workers or max(1, int(fits))
-        options = {"num_cpus": self.args.ray_cpus_per_run, "num_gpus": self.args.ray_gpus_per_run, "max_retries": 0}
-        self._remote = ray.remote(mtl_run).options(**options)
-        # Ray hands later tasks of the same shape to these (now idle, imported) worker processes; nothing waits for
-        # them (a task runs whether or not its result is kept).
-        warm = ray.remote(warm_worker).options(**options)
-        for _ in range(self._limit):
-            warm.remote()
+        self._remote = ray.remote(**ray_task_options(self.args))(mtl_run)
+        if not self.args.ray_gpus_per_run:
+            # Ray hands later tasks of the same shape to these (now idle, imported) worker processes; nothing waits
+            # for them (a task runs whether or not its result is kept). GPU workers serve one run each: no warm-up.
+            warm = ray.remote(**ray_task_options(self.args))(warm_worker)
+            for _ in range(self._limit):
+                warm.remote()
 
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         """Ship the run function (pickled now, after the driver's preparation, so that what it prepared travels
