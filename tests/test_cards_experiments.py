@@ -46,6 +46,8 @@ def test_card_metadata_parses_and_matches_results(tmp_path):
     assert "multi-task-learning" in meta["tags"]
     (entry,) = meta["model-index"]
     assert entry["name"] == "mtl-test"
+    assert meta["metrics"] == ["exact_match", "f1"]  # the Hub's metric ids, not ours (macro_f1, micro_f1)
+    assert "\n# mtl-test\n" in path.read_text(encoding="utf-8")  # the title is the model's name, not empty
     loaded = ModelCard.load(path)
     # The Hub's convention: type f1 with the averaging in args, exact_match as is.
     hub = {"macro_f1": ("f1", "macro"), "micro_f1": ("f1", "micro"), "exact_match": ("exact_match", None)}
@@ -156,5 +158,6 @@ def test_scrub_local_paths_keeps_urls_and_ratios():
 
     assert scrub_local_paths("data in /tmp/x/y (real)") == "data in <local path> (real)"
     assert scrub_local_paths("~/data/x and C:\\Users\\me\\d") == "<local path> and <local path>"
+    assert scrub_local_paths("C:/Users/me/d.csv, https://hf.co/org/x") == "<local path>, https://hf.co/org/x"
     kept = "see https://huggingface.co/org/m, 128 / 32, n/a, URW/CC"
     assert scrub_local_paths(kept) == kept

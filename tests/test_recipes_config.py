@@ -149,12 +149,19 @@ def test_unknown_arm_lists_the_valid_ones():
         parse("--arms", "stl", "mtlx")
 
 
-def test_push_to_hub_needs_a_valid_repo_id():
+def test_push_to_hub_needs_a_valid_repo_id_and_a_token(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no stored login
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
         parse("--push_to_hub")
     with pytest.raises(ValueError, match=r"--hub_model_id 'not a/valid//id' is not a valid Hub repo id"):
         parse("--push_to_hub", "--hub_model_id", "not a/valid//id")
-    assert parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives")[1].hub_model_id == "someone/mtl-narratives"
+    with pytest.raises(ValueError, match="--push_to_hub needs a Hub token with write access"):
+        parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives")  # known before training, not after
+    assert parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives",
+                 "--hub_token", "hf_x")[1].hub_model_id == "someone/mtl-narratives"
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    assert parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives")[1].push_to_hub
 
 
 def test_range_checks_name_the_field():

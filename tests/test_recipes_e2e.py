@@ -300,3 +300,28 @@ def test_a_launch_with_failed_runs_writes_everything_then_fails(tiny_backbone_di
         study.finish(rows)
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "Failed runs" in report and "worker died" in report
+
+
+def test_a_failed_push_comes_after_everything_is_written_and_nothing_private_is_shared(tiny_backbone_dir, tmp_path,
+                                                                                          monkeypatch):
+    """The push runs last, with --hub_token; a refused push raises HubPushError once the report, cards and summary
+    are written. The pushed folder holds no pickled training arguments (token, paths) and no local backbone path."""
+    import mtl_study.finishing as finishing
+    from mtl_study.finishing import HubPushError
+
+    pushed = []
+
+    def refused(folder, repo_id, token=None, **_):
+        pushed.append((Path(folder), token))
+        raise PermissionError("401 Unauthorized")
+
+    monkeypatch.setattr(finishing, "push_to_hub", refused)
+    with pytest.raises(HubPushError, match=r"1 push\(es\) to me/mtl failed: .*401 Unauthorized"):
+        load_recipe("architecture_comparison").main(tiny_args(
+            tiny_backbone_dir, tmp_path, "--arms", "mtl", "--push_to_hub", "--hub_model_id", "me/mtl",
+            "--hub_token", "hf_SECRET", seeds=("0",)))
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "best" / "mtl" / "README.md").is_file()
+    [(folder, token)] = pushed
+    assert token == "hf_SECRET" and not (folder / "training_args.bin").exists()
+    shared = "".join(p.read_text(encoding="utf-8") for p in folder.iterdir() if p.suffix in (".json", ".md"))
+    assert "hf_SECRET" not in shared and str(tiny_backbone_dir) not in shared and str(tmp_path) not in shared

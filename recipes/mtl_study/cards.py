@@ -11,6 +11,7 @@ was pushed. A card never carries a path of the machine that trained it: local pa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Mapping, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .report import format_count, run_parameter_counts
+from .results import atomic_write_text
 from .stats import PairedComparison, format_p, summarize
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ HUB_METRICS = {
 }
 
 # An absolute POSIX or Windows path (not a URL, not "a/b" inside a word): what a card must never show.
-_LOCAL_PATH = re.compile(r"(?<![\w.:/~\\])(?:~/|/|[A-Za-z]:\\)[^\s/\\`'\"()|,;]+(?:[/\\][^\s/\\`'\"()|,;]*)*")
+_LOCAL_PATH = re.compile(r"(?<![\w.:/~\\])(?:~/|/|[A-Za-z]:[\\/])[^\s/\\`'\"()|,;]+(?:[/\\][^\s/\\`'\"()|,;]*)*")
 
 
 def scrub_local_paths(text: str, placeholder: str = "<local path>") -> str:
@@ -169,7 +171,7 @@ def build_model_card(
         license=license,
         pipeline_tag="text-classification",
         tags=["multi-task-learning", "text-classification", f"arm-{arm}", *task_names],
-        metrics=sorted({r["metric"] for r in run_rows}),
+        metrics=sorted({hub_metric(r["metric"])[0] for r in run_rows}),  # the Hub's metric ids (f1, accuracy, ...)
         eval_results=eval_results_for(run_rows, dataset_id, dataset_name),
     )
 
@@ -210,6 +212,7 @@ def build_model_card(
         template_path=str(template_path),
         summary=(f"A {'single' if len(tasks) == 1 else 'multi'}-task text classifier for "
                  f"{', '.join(task_names)}."),
+        model_name=model_name,  # ModelCardData moves its own model_name into model-index: the title needs it here
         arm=arm, seed=seed, recipe=recipe, num_seeds=len({r['seed'] for r in all_rows if r['arm'] == arm}),
         base_model=shown_base_model, primary_metric=primary_metric,
         tasks=[{"name": t["name"], "level": t.get("level", "document"), "problem_type": t.get("problem_type", ""),
@@ -233,6 +236,31 @@ def build_model_card(
     return card
 
 
+#: Files of a saved model folder that must not be shared: `Trainer.save_model` pickles the whole training
+#: arguments (Hub token and local paths included) into training_args.bin; the run folder keeps them as JSON.
+PRIVATE_FILES = ("training_args.bin",)
+
+
+def make_shareable(folder: str | Path, base_model: str) -> None:
+    """Make a saved best-model folder fit to share: drop :data:`PRIVATE_FILES`, and write `base_model` (a Hub id)
+    where config.json names the backbone by a local folder of the training machine."""
+    folder = Path(folder)
+    for name in PRIVATE_FILES:
+        (folder / name).unlink(missing_ok=True)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    changed = False
+    for holder in (config, config.get("backbone_config") or {}):
+        value = holder.get("_name_or_path")
+        if isinstance(value, str) and value and (Path(value).is_absolute() or Path(value).exists()):
+            holder["_name_or_path"] = base_model if not Path(base_model).is_absolute() else ""
+            changed = True
+    if changed:
+        atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def push_to_hub(folder: str | Path, repo_id: str, revision: str | None = None, private: bool = True,
                 commit_message: str | None = None, token: str | None = None) -> str:
     """Upload a saved checkpoint folder (weights, tokenizer, README.md card) to ``repo_id``.
@@ -247,6 +275,7 @@ def push_to_hub(folder: str | Path, repo_id: str, revision: str | None = None, p
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                             commit_message=commit_message or f"Upload {Path(folder).name}")
+                             commit_message=commit_message or f"Upload {Path(folder).name}",
+                             ignore_patterns=list(PRIVATE_FILES))
     logger.info("pushed %s to %s (revision %s)", folder, repo_id, revision or "main")
     return str(info)

@@ -369,4 +369,9 @@ def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Seq
         validate_hub_repo_id(training.hub_model_id)
         if not outputs[0].save_best_model:
             raise ValueError("--push_to_hub pushes the best model of each arm: it needs --save_best_model true")
+        from huggingface_hub import get_token
+
+        if not (training.hub_token or get_token()):  # known now, not after hours of training
+            raise ValueError("--push_to_hub needs a Hub token with write access: `hf auth login`, the HF_TOKEN "
+                             "environment variable, or --hub_token")
     return tuple(outputs)

@@ -7,13 +7,14 @@ default); the cards and the console summary quote the same adjusted values as th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .baselines import CONDITION_SEPARATOR, baseline_rows, baseline_verdicts
-from .cards import build_model_card, push_to_hub
+from .cards import build_model_card, make_shareable, push_to_hub
 from .convergence import read_run_summaries
 from .official import official_baseline_rows
 from .report import ReportInputs, write_report
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 class RunsFailedError(RuntimeError):
     """Raised by :func:`finish_study` after the report, cards and summary are written, when runs of the launch
     failed after their retries (Ray launcher): the launch exits non-zero, and a relaunch runs them again."""
+
+
+class HubPushError(RuntimeError):
+    """Raised by :func:`finish_study` after everything is written, when pushing best models to the Hub failed."""
 
 
 def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
@@ -66,7 +71,8 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     outputs = {"report": str(study.output_dir / "report.md"), "results (one row per run x task x set x metric)":
                str(study.output_dir / "results.jsonl"), "figures": str(study.output_dir / "figures"),
                "runs (log histories, summaries)": str(study.output_dir / "runs")}
-    for folder in write_cards(study, rows, family, data_mixture=data_mixture, shift=shift):
+    carded = write_cards(study, rows, family, data_mixture=data_mixture, shift=shift)
+    for folder in carded:
         outputs[f"best model `{folder.relative_to(study.output_dir / 'best')}`"] = str(folder)
     frozen = f"{m.num_frozen_layers} (run in eval mode: no dropout)"
     if a.cache_frozen_layers and m.num_frozen_layers > 0:
@@ -107,9 +113,20 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
         extra_sections=sections, outputs=outputs, p_adjust=a.p_adjust, baseline_rows=baselines,
         run_summaries=summaries))
     print_summary(study, report_rows, report, family, baselines, failed)
+    # Pushed last: a refused token or a network error must not cost the report, the cards or the summary.
+    push_failures = push_best_models(study, carded) if t.push_to_hub else {}
+    for folder in carded if t.push_to_hub else []:
+        if str(folder) not in push_failures:
+            branch = str(folder.relative_to(study.output_dir / "best")).replace("/", "-")
+            print(f"  pushed: {folder} -> {t.hub_model_id} (branch {branch})", flush=True)
     if failed:  # everything else is written; the launch itself must not look like a success to a scheduler or CI
         raise RunsFailedError(f"{len(failed)} run(s) failed after their retries: {', '.join(sorted(failed))}. The "
                               f"report ({report}) covers the others; relaunch the same command to run the failed ones.")
+    if push_failures:
+        raise HubPushError(f"{len(push_failures)} push(es) to {t.hub_model_id} failed: "
+                           + "; ".join(f"{folder}: {error}" for folder, error in push_failures.items())
+                           + f". The report ({report}) and the models are written; push again with huggingface_hub "
+                           "(`hf upload`) or relaunch the same command (finished runs are skipped).")
     return report
 
 
@@ -172,11 +189,26 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
             load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
         )
         atomic_write_text(folder / "README.md", str(card))
+        make_shareable(folder, _hub_id_of(m.model_name_or_path))
         written.append(folder)
-        if t.push_to_hub:
-            push_to_hub(folder, t.hub_model_id, revision=revision, private=t.hub_private_repo is not False,
-                        commit_message=f"{study.recipe}: best {key} (seed {info['seed']})")
     return written
+
+
+def push_best_models(study: "Study", folders: Sequence[Path]) -> dict[str, str]:
+    """Push every carded best model (``--push_to_hub``), each arm to its own branch; returns ``{folder: error}`` of
+    the pushes that failed (the others are done; the report is written before, so a failure loses nothing)."""
+    t = study.training
+    failed = {}
+    for folder in folders:
+        key = str(folder.relative_to(study.output_dir / "best"))
+        seed = json.loads((folder / "best_run.json").read_text()).get("seed")
+        try:
+            push_to_hub(folder, t.hub_model_id, revision=key.replace("/", "-"), private=t.hub_private_repo is not False,
+                        commit_message=f"{study.recipe}: best {key} (seed {seed})", token=t.hub_token)
+        except Exception as error:  # network, auth, quota: report it with the others, after everything is written
+            logger.error("push of %s to %s failed: %s", folder, t.hub_model_id, error)
+            failed[str(folder)] = f"{type(error).__name__}: {error}"
+    return failed
 
 
 def print_summary(study: "Study", rows: Sequence[Mapping], report: Path, family, baselines: Sequence[Mapping],
