@@ -82,6 +82,11 @@ def run_benchmark(args: "BenchmarkArguments", state=None) -> BenchmarkRun:
     seconds = {}
     for name in args.section_list:
         section = SECTIONS[name]
+        if name == "grid" and state.num_processes > 1:
+            # The grid launches studies of its own (their runs use the processes' barriers): under a multi-process
+            # launch the other processes would wait at another barrier, and the main one hang.
+            bench.log("grid: skipped under a multi-process launch (run it with one process)")
+            continue
         if section.all_processes or state.is_main_process:
             section_start = time.perf_counter()
             section.run(bench)
