@@ -9,6 +9,7 @@ training release into train/validation here, and use the official dev set (loade
 from __future__ import annotations
 
 from collections import Counter
+from typing import Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -69,3 +70,42 @@ def split_articles(
             raise ValueError(f"test set shares article ids with the training data: {sorted(overlap)[:5]}")
         splits["test"] = test
     return datasets.DatasetDict(splits)
+
+
+def keep_repeated_texts_together(splits: Mapping[str, datasets.Dataset], order: Sequence[str] = ("train", "validation", "test"),
+                                 text_column: str = "text", id_column: str | None = None
+                                 ) -> tuple[datasets.DatasetDict, list[tuple[str, str, str]]]:
+    """Move every row whose text (after `data_prep.overlap.normalize_text`) also occurs in an earlier split of
+    ``order`` into that split, so that no text is scored that a model trained or was selected on.
+
+    A split by id cannot see that a release carries one article under two ids (the English SemEval-2025 release
+    has three such pairs: EN_UA_300050 = EN_UA_104569 ...). Returns the new splits and ``(id, from, to)`` of every
+    moved row; with no repeated text the splits come back unchanged.
+    """
+    from .overlap import normalize_text
+
+    first_split: dict[str, str] = {}
+    for name in order:
+        for text in splits[name][text_column]:
+            first_split.setdefault(normalize_text(text), name)
+    moved: list[tuple[str, str, str]] = []
+    keep: dict[str, list[int]] = {name: [] for name in order}
+    extra: dict[str, list[tuple[str, int]]] = {name: [] for name in order}
+    for name in order:
+        dataset = splits[name]
+        ids = dataset[id_column or next(c for c in ("id", "doc_id") if c in dataset.column_names)]
+        for row, text in enumerate(dataset[text_column]):
+            target = first_split[normalize_text(text)]
+            if target == name:
+                keep[name].append(row)
+            else:
+                extra[target].append((name, row))
+                moved.append((ids[row], name, target))
+    if not moved:
+        return datasets.DatasetDict({name: splits[name] for name in order}), []
+    out = {}
+    for name in order:
+        parts = [splits[name].select(keep[name])]
+        parts += [splits[source].select([row]) for source, row in extra[name]]
+        out[name] = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    return datasets.DatasetDict(out), moved

@@ -3,7 +3,7 @@
 What it changes: the training domain. The report shows, per task and architecture, the train x test matrix
 of scores as a heat map and its asymmetry (how much training on A loses on B versus B on A).
 
-    accelerate launch recipes/cross_domain_evaluation.py --arms stl mtl --seeds 0 1 2 3 4 5
+    accelerate launch recipes/cross_domain_evaluation.py --arms stl mtl --seeds 0 1 2 3 4 5 6 7 8
 """
 
 import os
@@ -27,6 +27,13 @@ def main(argv=None):
     train_domains = [*study.data.domains(), BOTH]
     subsets = {d: study.data.train.filter(lambda row, d=d: row["domain"] == d) for d in study.data.domains()}
     subsets[BOTH] = study.data.train
+    # A model "trained on URW" is also validated on URW only: the other domain's labels must not pick its checkpoint.
+    validation_subsets = {d: study.data.validation.filter(lambda row, d=d: row["domain"] == d) for d in study.data.domains()}
+    validation_subsets[BOTH] = study.data.validation
+    empty = [d for d, subset in validation_subsets.items() if not len(subset)]
+    if empty:
+        raise ValueError(f"the validation set has no article of domain(s) {empty}: runs trained there would have "
+                         "nothing to stop on (more data, or another --split_seed)")
     specs = []
     for domain in train_domains:
         specs += study.architecture_specs(tasks, condition={"train_domain": domain}, arm_suffix=f"@{domain}")
@@ -40,7 +47,8 @@ def main(argv=None):
         return data
 
     test_sets = dict(per_domain_eval_sets(study.data.test))
-    rows = study.run(specs, examples_for=examples_for, eval_sets_for=lambda spec: test_sets)
+    rows = study.run(specs, examples_for=examples_for, eval_sets_for=lambda spec: test_sets,
+                     validation_for=lambda spec: validation_subsets[spec.condition["train_domain"]])
     matrices = []
     for arm in args.arms:
         arm_rows = [r for r in rows if r["arm"].split("@")[0] == arm and r["eval_set"] != "validation"]
@@ -52,7 +60,7 @@ def main(argv=None):
     arm_order = [f"{a}@{d}" for d in train_domains for a in args.arms]
     # Baselines per training domain, held against the arms trained there, on the same per-domain test sets.
     return study.finish(rows, arm_order=arm_order, extra_comparisons=comparisons, cross_domain=matrices, tasks=tasks,
-                        baseline_eval_sets=test_sets, baseline_train_sets=subsets)
+                        baseline_eval_sets=test_sets, baseline_train_sets=subsets, baseline_validation_sets=validation_subsets)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ roles, coarse = narratives / 3 main roles). Every task at every granularity also
 baseline, so the report tests each combination against stl on the same task and granularity: does a coarse
 auxiliary task help or hurt a fine primary task, and vice versa?
 
-    accelerate launch recipes/label_granularity.py --seeds 0 1 2 3 4 5
+    accelerate launch recipes/label_granularity.py --seeds 0 1 2 3 4 5 6 7 8
 """
 
 import os

@@ -68,3 +68,35 @@ def test_ticket_splits_pool_a_long_tail_and_skip_a_constant_first_column(tmp_pat
     for seed in range(4):
         data = _ticket_split(tmp_path, table, "--split_seed", str(seed), "--label_columns", "kind", "team")
         assert set(data.tasks) == {"team"} and list(data.test["team"]).count("b") == 4
+
+
+def test_a_text_repeated_under_two_ids_stays_in_one_split():
+    import datasets
+
+    from data_prep.splits import keep_repeated_texts_together
+
+    def rows(*pairs):
+        return datasets.Dataset.from_list([{"id": i, "text": t} for i, t in pairs])
+
+    splits = {"train": rows(("a", "Same story."), ("b", "Other story.")), "validation": rows(("c", "same  story")),
+              "test": rows(("d", "SAME story!"), ("e", "New story."), ("f", "fresh"))}
+    splits["validation"] = rows(("c", "same  story"), ("g", "fresh"))
+    out, moved = keep_repeated_texts_together(splits)
+    assert moved == [("c", "validation", "train"), ("d", "test", "train"), ("f", "test", "validation")]
+    assert out["train"]["id"] == ["a", "b", "c", "d"] and out["validation"]["id"] == ["g", "f"] and out["test"]["id"] == ["e"]
+    unchanged, none = keep_repeated_texts_together({"train": rows(("a", "x")), "validation": rows(("b", "y")),
+                                                    "test": rows(("c", "z"))})
+    assert none == [] and unchanged["test"]["id"] == ["c"]
+
+
+def test_no_semeval_text_is_scored_that_training_saw_under_another_id(tmp_path):
+    from conftest import shared_data_path
+
+    from data_prep.overlap import normalize_text
+
+    data = load_experiment_data(str(shared_data_path("semeval2025_task10_en")), tmp_path)
+    texts = {name: {normalize_text(t) for t in getattr(data, name)["text"]} for name in ("train", "validation", "test")}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["validation"]
+    assert not texts["validation"] & texts["test"]
+    assert "EN_UA_104569.txt (test -> train)" in data.load_summary  # the same article as EN_UA_300050.txt
+    assert len(data.train) + len(data.validation) + len(data.test) == 399

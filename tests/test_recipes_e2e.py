@@ -152,11 +152,12 @@ def test_evaluation_set_naming_a_task_the_model_lacks_is_a_clear_error(tiny_back
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe,extra,arms", [
-    ("cross_domain_training", [], ["stl", "mtl_aux_same_domain", "mtl_aux_other_domain"]),
+    # 60 documents: each domain's validation articles must carry the labels its runs stop on
+    ("cross_domain_training", ["--synthetic_num_documents", "60"], ["stl", "mtl_aux_same_domain", "mtl_aux_other_domain"]),
     ("data_duplication", [], ["stl", "stl_duplicated", "mtl"]),
     ("label_granularity", [], ["stl", "mtl_narratives-fine_entity_framing-fine", "mtl_narratives-fine_entity_framing-coarse",
                                "mtl_narratives-coarse_entity_framing-fine", "mtl_narratives-coarse_entity_framing-coarse"]),
-    ("cross_domain_evaluation", ["--arms", "stl", "mtl"], ["stl@CC", "mtl@CC", "stl@URW", "mtl@URW", "stl@both", "mtl@both"]),
+    ("cross_domain_evaluation", ["--arms", "stl", "mtl", "--synthetic_num_documents", "60"], ["stl@CC", "mtl@CC", "stl@URW", "mtl@URW", "stl@both", "mtl@both"]),
     ("ticket_router", ["--ticket_rows", "80", "--latency_repeats", "1"], ["stl", "mtl", "mtl_adapters"]),
 ])
 def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path):
@@ -325,3 +326,41 @@ def test_a_failed_push_comes_after_everything_is_written_and_nothing_private_is_
     assert token == "hf_SECRET" and not (folder / "training_args.bin").exists()
     shared = "".join(p.read_text(encoding="utf-8") for p in folder.iterdir() if p.suffix in (".json", ".md"))
     assert "hf_SECRET" not in shared and str(tiny_backbone_dir) not in shared and str(tmp_path) not in shared
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("recipe", ["cross_domain_training", "cross_domain_evaluation"])
+def test_cross_domain_runs_are_selected_without_the_labels_they_must_not_see(recipe, tiny_backbone_dir, tmp_path,
+                                                                              monkeypatch):
+    """A run's validation set (early stopping, best checkpoint, thresholds, a refit) is restricted as its training
+    set is: the primary task's labels of the other domain (cross-domain training), the other training domain's
+    articles (cross-domain evaluation), must not choose its model."""
+    from mtl_study.study import Study
+
+    captured = {}
+
+    def capture(self, specs, **options):
+        captured.update(specs=specs, **options)
+        raise _Stop
+
+    monkeypatch.setattr(Study, "run", capture)
+    with pytest.raises(_Stop):
+        load_recipe(recipe).main(tiny_args(tiny_backbone_dir, tmp_path, "--synthetic_num_documents", "60"))
+    validation_for, examples_for = captured["validation_for"], captured["examples_for"]
+    for spec in captured["specs"]:
+        validation, train = validation_for(spec), examples_for(spec)
+        if recipe == "cross_domain_evaluation":
+            domain = spec.condition["train_domain"]
+            assert set(validation["domain"]) == ({"URW", "CC"} if domain == "both" else {domain})
+            continue
+        primary = spec.tasks[0]
+        for examples in (train, validation):  # the same restriction in both
+            labelled = {d for d, labels in zip(examples["domain"], examples[primary]) if labels is not None}
+            assert labelled == {spec.condition["train_domain"]}, (spec.run_id, labelled)
+        for auxiliary in spec.tasks[1:]:
+            labelled = {d for d, labels in zip(validation["domain"], validation[auxiliary]) if labels is not None}
+            assert labelled == {spec.condition["aux_domain"]}
+    assert captured["specs"][0].tasks[0].startswith("entity_framing") or recipe == "cross_domain_evaluation"

@@ -101,7 +101,7 @@ def load_experiment_data(data_dir: str | Path | None, output_dir: str | Path, la
                          split_seed: int = SPLIT_SEED) -> ExperimentData:
     """Load ``data_dir`` (a SemEval release) or generate + load the default synthetic corpus; ``split_seed`` seeds
     the article-level splits (another seed gives another fold of a cross-validation of the whole study)."""
-    from data_prep.splits import split_articles
+    from data_prep.splits import keep_repeated_texts_together, split_articles
     from data_prep.tasks import semeval_tasks, task_specs, to_multitask_examples
     from data_prep.taxonomy import NarrativeTaxonomy, load_narrative_taxonomy
 
@@ -137,11 +137,27 @@ def load_experiment_data(data_dir: str | Path | None, output_dir: str | Path, la
     else:
         split = split_articles(examples, validation_fraction=eval_fraction, seed=split_seed)
         rest, test = split["train"], split["validation"]
-    split = split_articles(rest, validation_fraction=eval_fraction, seed=split_seed + 1)
+    split = split_articles(rest, validation_fraction=eval_fraction, seed=split_seed + 1,
+                           test=test if test_articles is not None else None)  # ids shared with dev/ are refused
+    # One article under two ids must not be trained on in one split and scored in another. The official dev set is
+    # never changed: its repeats of training texts are only counted.
+    order = ("train", "validation") if test_articles is not None else ("train", "validation", "test")
+    parts, moved = keep_repeated_texts_together({"train": split["train"], "validation": split["validation"], "test": test},
+                                                order=order)
+    summary = report.summary()
+    if moved:
+        summary += (f"\nrepeated texts: {len(moved)} article(s) moved to the split that holds the same text under "
+                    "another id: " + ", ".join(f"{i} ({a} -> {b})" for i, a, b in moved))
+    if test_articles is not None:
+        from data_prep.overlap import text_overlap
+
+        repeats = text_overlap(list(parts["train"]["text"]) + list(parts["validation"]["text"]), list(test["text"]))
+        if repeats.exact:
+            summary += f"\nrepeated texts: {repeats.exact} dev/ article(s) repeat a training or validation text"
     source = (f"SYNTHETIC corpus generated into {folder} (not real news: results say nothing about SemEval performance)"
               if synthetic else f"SemEval-2025 Task 10 release at {folder} ({language})")
     return ExperimentData(
-        tasks=by_name, train=split["train"], validation=split["validation"], test=test, source=source,
-        dataset_id="synthetic-semeval2025-task10" if synthetic else "semeval2025-task10",
-        data_dir=str(folder), synthetic=synthetic, load_summary=report.summary(),
+        tasks=by_name, train=parts["train"], validation=parts["validation"], test=parts.get("test", test),
+        source=source, dataset_id="synthetic-semeval2025-task10" if synthetic else "semeval2025-task10",
+        data_dir=str(folder), synthetic=synthetic, load_summary=summary,
     )

@@ -41,7 +41,7 @@ class HubPushError(RuntimeError):
 def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
                  cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
                  eval_set: str = "test", baseline_eval_sets: Mapping | None = None,
-                 baseline_train_sets: Mapping | None = None) -> Path:
+                 baseline_train_sets: Mapping | None = None, baseline_validation_sets: Mapping | None = None) -> Path:
     """Write the report, the cards and the console summary of ``study`` for its results ``rows``.
 
     ``baseline_eval_sets`` (name -> multi-task examples) are the sets the baselines (majority, label priors,
@@ -49,6 +49,8 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     pass the sets the runs were evaluated on when they are others (per-domain sets, say). ``baseline_train_sets``
     (condition -> multi-task examples) are the training data they are fitted on: ``{"": train}`` by default (held
     against every arm); a condition ``c`` gives ``baseline_*@c`` rows, held against the arms ``<arm>@c`` only.
+    ``baseline_validation_sets`` (condition -> multi-task examples) tune their thresholds, as the runs' own
+    validation sets tune theirs (default: the study's validation set).
     """
     if not study._is_main():
         return study.output_dir / "report.md"
@@ -62,7 +64,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     report_rows = held_out or rows
     family = comparison_family(report_rows, baseline="stl", metric=a.primary_metric, arm_order=arm_order,
                                extra_comparisons=list(extra_comparisons), alpha=a.alpha, p_adjust=a.p_adjust)
-    baselines = _baselines(study, tasks, baseline_eval_sets, baseline_train_sets)
+    baselines = _baselines(study, tasks, baseline_eval_sets, baseline_train_sets, baseline_validation_sets)
     scored = {(r["task"], r["eval_set"]) for r in report_rows}
     if baselines and not scored & {(b["task"], b["eval_set"]) for b in baselines}:
         logger.warning("the baselines were scored on %s but the models on %s: no model is held against a baseline "
@@ -130,7 +132,8 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     return report
 
 
-def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None, train_sets: Mapping | None) -> list[dict]:
+def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None, train_sets: Mapping | None,
+               validation_sets: Mapping | None = None) -> list[dict]:
     """The reviewer's first baselines on the study's data, or none (with a log line) when they cannot apply."""
     eval_sets = dict(eval_sets) if eval_sets is not None else {"test": study.data.test}
     train_sets = dict(train_sets) if train_sets is not None else {"": study.data.train}
@@ -141,7 +144,8 @@ def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None, 
     rows = []
     try:
         for condition, train in train_sets.items():
-            fitted = baseline_rows(train, eval_sets, specs, validation=study.data.validation, **decision)
+            validation = (validation_sets or {}).get(condition, study.data.validation)
+            fitted = baseline_rows(train, eval_sets, specs, validation=validation, **decision)
             if study.args.official_metrics:
                 fitted += official_baseline_rows(train, eval_sets, specs, study._official_classes)
             suffix = f"{CONDITION_SEPARATOR}{condition}" if condition else ""

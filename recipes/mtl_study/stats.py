@@ -399,13 +399,21 @@ def negative_transfer(
     (and their adjusted p-values) from it. Without it, the arm-vs-baseline tests are adjusted among themselves.
     """
     if family is not None:
-        comparisons = [c for c in family if c.arm_b == baseline and (eval_set is None or c.eval_set == eval_set)]
+        # Multi-task arms only: a single-task control (stl_duplicated) against stl is not transfer of any kind.
+        comparisons = [c for c in family if c.arm_b == baseline and (eval_set is None or c.eval_set == eval_set)
+                       and not _is_single_task_arm(c.arm_a)]
         return NegativeTransfer(baseline=baseline, metric=metric, comparisons=comparisons)
-    arms = sorted({r["arm"] for r in rows if not is_baseline_arm(r["arm"])} - {baseline})
+    arms = sorted({r["arm"] for r in rows if not is_baseline_arm(r["arm"]) and not _is_single_task_arm(r["arm"])}
+                  - {baseline})
     comparisons = []
     for arm in arms:
         comparisons.extend(compare_arms(rows, arm, baseline, metric, eval_set=eval_set, alpha=alpha))
     return NegativeTransfer(baseline=baseline, metric=metric, comparisons=adjust_comparisons(comparisons, p_adjust))
+
+
+def _is_single_task_arm(arm: str) -> bool:
+    """stl, stl_duplicated, stl@URW: the project's single-task arms all start with "stl"."""
+    return str(arm).split("@")[0].startswith("stl")
 
 
 def format_p(p_value: float | None) -> str:

@@ -210,12 +210,16 @@ class Study:
                                  f"metrics every task reports: {valid}")
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
-                          eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None):
+                          eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None,
+                          validation_for: ExamplesFor | None = None):
         """A run function for :class:`ExperimentRunner` (see the module docstring).
 
         ``examples_for`` / ``encoded_train_for`` override a run's training data (multi-task examples /
         already encoded rows); ``eval_sets_for`` its evaluation sets (name -> multi-task examples);
-        ``eval_tasks_for(spec, set_name)`` restricts the tasks scored on a set (default: all of the run's).
+        ``eval_tasks_for(spec, set_name)`` restricts the tasks scored on a set (default: all of the run's);
+        ``validation_for`` the validation examples that stop it, pick its checkpoint and tune its thresholds (and
+        that a refit trains on): a run restricted to some labels in training must be restricted alike here, or
+        the labels it must not see choose its model (default: the study's whole validation set).
         """
         from transformers import set_seed
         from transformers.integrations import TensorBoardCallback
@@ -231,13 +235,15 @@ class Study:
             """The run's encoded training, validation and evaluation sets (memoised: see `encode`), and the tasks
             scored on each evaluation set."""
             train = encoded_train_for(spec) if encoded_train_for else self.encode(examples_for(spec), spec.tasks)
-            validation = self.encode(self.data.validation, spec.tasks, key=VALIDATION)
+            validation_examples = validation_for(spec) if validation_for else self.data.validation
+            validation = self.encode(validation_examples, spec.tasks, key=VALIDATION if validation_for is None
+                                     else f"{VALIDATION}::{validation_examples._fingerprint}")
             eval_sets = dict(eval_sets_for(spec))
             scored = {name: list(eval_tasks_for(spec, name)) if eval_tasks_for else list(spec.tasks) for name in eval_sets}
             for name, tasks in scored.items():
                 check_eval_tasks(name, tasks, spec.tasks)
             encoded_eval = {name: self.encode(ds, spec.tasks, key=f"eval::{name}::{ds._fingerprint}") for name, ds in eval_sets.items()}
-            return train, validation, encoded_eval, scored, eval_sets
+            return train, validation, encoded_eval, scored, eval_sets, validation_examples
 
         def new_model(spec: RunSpec):
             set_seed(spec.seed)  # the heads are initialised here: the seed must cover them, not only the trainer
@@ -252,14 +258,14 @@ class Study:
             once at its first run."""
             built: set = set()
             for spec in specs:
-                train, validation, encoded_eval, _, _ = data_of(spec)
+                train, validation, encoded_eval, _, _, _ = data_of(spec)
                 key = (id(train), id(validation), tuple(id(ds) for ds in encoded_eval.values()), spec.sharing)
                 if self.args.cache_frozen_layers and key not in built:
                     built.add(key)
                     self._with_frozen_prefix(new_model(spec), train, validation, encoded_eval)
 
         def run(spec: RunSpec, run_dir: Path, resume: str | None) -> RunOutcome:
-            train, validation, encoded_eval, scored, eval_sets = data_of(spec)
+            train, validation, encoded_eval, scored, eval_sets, validation_examples = data_of(spec)
             args = self.training_arguments(spec, run_dir)
             if self._is_main():  # what this run was trained with, readable (the checkpoints' copy is deleted)
                 atomic_write_text(run_dir / "training_args.json", args.to_json_string())
@@ -308,7 +314,7 @@ class Study:
             if self.args.official_metrics and self.args.parent_first_narratives:
                 # chosen with the selection model on validation (a refit has trained on validation), kept by the saved model
                 threshold = tune_parent_first(trainer.accelerator.unwrap_model(trainer.model), self.tokenizer,
-                                              self.data.validation, self._official_classes)
+                                              validation_examples, self._official_classes)
                 if threshold is not None:
                     setattr(final.accelerator.unwrap_model(final.model).config, PARENT_THRESHOLD_ATTRIBUTE, threshold)
                     summary["narrative_parent_threshold"] = threshold
