@@ -75,3 +75,14 @@ def test_a_relaunch_with_other_settings_stops_before_loading_data(tiny_backbone_
     with pytest.raises(ValueError, match="max_steps: -1 -> 3"):
         load_recipe("architecture_comparison").main(["--output_dir", str(folder), "--model_name_or_path",
                                                      str(tiny_backbone_dir), "--max_steps", "3"])
+
+
+def test_runs_split_under_older_rules_are_not_reused(tmp_path):
+    """A folder whose runs were split before repeated texts were kept together (no split_version recorded) is
+    refused: its test set may hold copies of training articles."""
+    folder = tmp_path / "study"
+    (folder / "runs" / "stl__seed0").mkdir(parents=True)
+    old = {k: v for k, v in settings_of(tmp_path).items() if k != "split_version"}
+    (folder / SETTINGS_FILE).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"split_version: None -> 2"):
+        check_study_settings(folder, settings_of(tmp_path))

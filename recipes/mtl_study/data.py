@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 TASK_KINDS = ("narratives", "entity_framing")
 GRANULARITIES = ("fine", "coarse")
 SPLIT_SEED = 1234  # the default --split_seed: every seed of every arm sees the same split (arms paired on equal data)
+#: Version of the splitting rules, recorded with a study's settings: runs split under other rules are not reused.
+#: 2: an article repeated under two ids stays in one split; ticket tables are stratified by their first label.
+SPLIT_VERSION = 2
 
 
 def task_name(kind: str, granularity: str) -> str:

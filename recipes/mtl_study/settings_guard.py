@@ -72,7 +72,9 @@ def _counts(name: str, owner: object) -> bool:
 
 def study_settings(recipe: str, parsed: Sequence[object]) -> dict[str, Any]:
     """``{"recipe": ..., "<Dataclass>.<field>": value}`` of the settings that shape a run's results."""
-    settings: dict[str, Any] = {"recipe": recipe}
+    from .data import SPLIT_VERSION
+
+    settings: dict[str, Any] = {"recipe": recipe, "split_version": SPLIT_VERSION}
     for owner in parsed:
         for f in dataclasses.fields(owner):
             if not f.name.startswith("_") and _counts(f.name, owner):
