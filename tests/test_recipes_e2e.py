@@ -164,6 +164,7 @@ def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path
     out = tmp_path / recipe
     load_recipe(recipe).main(tiny_args(tiny_backbone_dir, out, *extra))
     rows, report = assert_complete_results(out, arms)
+    assert "train half vs half (floor)" in report  # the shift table's sampling floor
     if recipe == "cross_domain_evaluation":
         assert "Cross-domain matrix" in report and "Asymmetry" in report
         assert list((out / "figures").glob("cross_domain_*.png"))
