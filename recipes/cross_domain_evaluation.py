@@ -3,7 +3,7 @@
 What it changes: the training domain. The report shows, per task and architecture, the train x test matrix
 of scores as a heat map and its asymmetry (how much training on A loses on B versus B on A). Each run is also
 validated on its training domain only. The domains differ in size (on the English release about 125 URW and 99 CC
-training articles, 224 for both), which the asymmetry includes: the report's data line gives the counts.
+training articles, 224 for both), which the asymmetry includes: the shift table's "documents" row gives the counts.
 
     accelerate launch recipes/cross_domain_evaluation.py --arms stl mtl --seeds 0 1 2 3 4 5 6 7 8
 """

@@ -6,8 +6,8 @@ labels in domain B, does training the auxiliary task on domain B recover the pri
 there (compared with a single-task model and with an auxiliary task from the primary's own domain)? Every run
 sees the same restriction on validation (its checkpoint and thresholds are chosen without the primary task's
 domain-B labels). Not held equal: the other-domain arm trains on more articles (the primary's domain for the
-primary task plus domain B for the auxiliary) and, where domain B is smaller, on fewer auxiliary labels; the report's
-data line and token counts say how many.
+primary task plus domain B for the auxiliary) and, where domain B is smaller, on fewer auxiliary labels (the shift
+table's "documents" row gives each domain's article count).
 
     accelerate launch recipes/cross_domain_training.py --primary_domain URW --seeds 0 1 2 3 4 5 6 7 8
 """
