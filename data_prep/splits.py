@@ -79,7 +79,7 @@ def keep_repeated_texts_together(splits: Mapping[str, datasets.Dataset], order: 
     ``order`` into that split, so that no text is scored that a model trained or was selected on.
 
     A split by id cannot see that a release carries one article under two ids (the English SemEval-2025 release
-    has three such pairs: EN_UA_300050 = EN_UA_104569 ...). Returns the new splits and ``(id, from, to)`` of every
+    has four such pairs: EN_UA_300050 = EN_UA_104569, EN_CC_200093 = EN_CC_200107 ...). Returns the new splits and ``(id, from, to)`` of every
     moved row; with no repeated text the splits come back unchanged.
     """
     from .overlap import normalize_text

@@ -1,5 +1,6 @@
 """Model cards and reports generated from results rows."""
 
+import json
 import re
 
 import numpy as np
@@ -161,3 +162,23 @@ def test_scrub_local_paths_keeps_urls_and_ratios():
     assert scrub_local_paths("C:/Users/me/d.csv, https://hf.co/org/x") == "<local path>, https://hf.co/org/x"
     kept = "see https://huggingface.co/org/m, 128 / 32, n/a, URW/CC"
     assert scrub_local_paths(kept) == kept
+
+
+def test_a_shared_folder_names_no_local_backbone_path(tmp_path, monkeypatch):
+    from mtl_study.cards import make_shareable
+
+    folder = tmp_path / "best"
+    (tmp_path / "models" / "bert").mkdir(parents=True)
+    folder.mkdir()
+    (folder / "training_args.bin").write_bytes(b"pickled token")
+    monkeypatch.chdir(tmp_path)
+    for local, shown in (("models/bert", ""), (str(tmp_path / "models" / "bert"), "")):
+        (folder / "config.json").write_text(json.dumps({"backbone_config": {"_name_or_path": local}, "auto_map": {"a": "b"}}))
+        make_shareable(folder, base_model=local)  # a local backbone has no Hub id to name
+        config = json.loads((folder / "config.json").read_text())
+        assert config["backbone_config"]["_name_or_path"] == shown and config["auto_map"] == {"a": "b"}
+    (folder / "config.json").write_text(json.dumps({"backbone_config": {"_name_or_path": str(tmp_path / "models" / "bert")}}))
+    make_shareable(folder, base_model="sentence-transformers/all-MiniLM-L6-v2")
+    assert json.loads((folder / "config.json").read_text())["backbone_config"]["_name_or_path"] == \
+        "sentence-transformers/all-MiniLM-L6-v2"
+    assert not (folder / "training_args.bin").exists()

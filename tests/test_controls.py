@@ -95,7 +95,9 @@ def test_verdicts():
     # an invented gain: it behaved, and the note says what was found
     harmed = {v["control"]: v for v in control_verdicts(fake_rows(0.3, -0.3))}
     assert harmed["negative"]["behaved"] is True and harmed["positive"]["behaved"]
-    assert "real negative transfer" in harmed["negative"]["note"] and "Both controls behaved" in control_section(fake_rows(0.3, -0.3))
+    section = control_section(fake_rows(0.3, -0.3))
+    assert "real negative transfer" in harmed["negative"]["note"] and "Both controls behaved" in section
+    assert "mtl is significantly lower" in section and "Not significant is not equivalent" not in section
     bad = {v["control"]: v for v in control_verdicts(fake_rows(0.0, 0.3))}  # a "gain" where none can exist
     assert bad["positive"]["behaved"] is False and bad["negative"]["behaved"] is False
     assert "did NOT behave" in control_section(fake_rows(0.0, 0.3))

@@ -81,6 +81,12 @@ def test_study_tunes_the_threshold_on_validation_and_the_saved_model_keeps_it(ex
     assert getattr(loaded.config, PARENT_THRESHOLD_ATTRIBUTE) == threshold
     parent_first = official_task_metrics(loaded, tokenizer, experiment.test)
     assert set(parent_first) == set(flat)
+    # The gold is the fine column's: a run whose coarse narrative labels are cleared (a single-task run) tunes the
+    # same threshold, and articles whose fine labels it may not see (another domain's) are not used.
+    coarse_cleared = experiment.validation.map(lambda row: {"narratives_coarse": None})
+    assert tune_parent_first(model, tokenizer, coarse_cleared) == threshold
+    fine_cleared = experiment.validation.map(lambda row: {"narratives_fine": None})
+    assert tune_parent_first(model, tokenizer, fine_cleared) is None
     # a model without a fine narrative task has nothing to tune
     coarse = MultiTaskModel.from_backbone(tiny_backbone_dir, experiment.specs(["narratives_coarse"]), max_length=64, stride=16)
     assert tune_parent_first(coarse, tokenizer, experiment.validation) is None

@@ -150,8 +150,9 @@ def test_unknown_arm_lists_the_valid_ones():
 
 
 def test_push_to_hub_needs_a_valid_repo_id_and_a_token(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no stored login
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # no stored login, no token in the environment
     with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
         parse("--push_to_hub")
     with pytest.raises(ValueError, match=r"--hub_model_id 'not a/valid//id' is not a valid Hub repo id"):
@@ -160,7 +161,7 @@ def test_push_to_hub_needs_a_valid_repo_id_and_a_token(monkeypatch, tmp_path):
         parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives")  # known before training, not after
     assert parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives",
                  "--hub_token", "hf_x")[1].hub_model_id == "someone/mtl-narratives"
-    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_a_login_or_the_environment")
     assert parse("--push_to_hub", "--hub_model_id", "someone/mtl-narratives")[1].push_to_hub
 
 

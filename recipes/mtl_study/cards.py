@@ -242,8 +242,9 @@ PRIVATE_FILES = ("training_args.bin",)
 
 
 def make_shareable(folder: str | Path, base_model: str) -> None:
-    """Make a saved best-model folder fit to share: drop :data:`PRIVATE_FILES`, and write `base_model` (a Hub id)
-    where config.json names the backbone by a local folder of the training machine."""
+    """Make a saved best-model folder fit to share: drop :data:`PRIVATE_FILES`, and write `base_model` where
+    config.json names the backbone by a local folder of the training machine (nothing when `base_model` is not a Hub
+    id itself)."""
     folder = Path(folder)
     for name in PRIVATE_FILES:
         (folder / name).unlink(missing_ok=True)
@@ -255,7 +256,7 @@ def make_shareable(folder: str | Path, base_model: str) -> None:
     for holder in (config, config.get("backbone_config") or {}):
         value = holder.get("_name_or_path")
         if isinstance(value, str) and value and (Path(value).is_absolute() or Path(value).exists()):
-            holder["_name_or_path"] = base_model if not Path(base_model).is_absolute() else ""
+            holder["_name_or_path"] = base_model if is_hub_id(base_model) else ""
             changed = True
     if changed:
         atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -162,9 +162,14 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
     else:
         negative = next(v for v in verdicts if v["control"] == "negative")
         verdict = ("**Both controls behaved: the pipeline detects the planted transfer and invents no gain where none "
-                   f"exists.** Not significant is not equivalent: on the negative control mtl − stl is "
-                   f"{negative['mean_difference']:+.3f} (rank-biserial r {cell(negative['effect_size'], lambda r: f'{r:+.2f}')}); "
-                   f"with {negative['n_pairs']} seeds a bias is detected only when it favours one arm on nearly every seed.")
+                   "exists.**")
+        if negative["comparison"] is not None and not negative["comparison"].significant:
+            verdict += (f" Not significant is not equivalent: on the negative control mtl − stl is "
+                        f"{negative['mean_difference']:+.3f} (rank-biserial r "
+                        f"{cell(negative['effect_size'], lambda r: f'{r:+.2f}')}); with {negative['n_pairs']} seeds a "
+                        "bias is detected only when it favours one arm on nearly every seed.")
+        else:
+            verdict += f" On the negative control mtl is significantly lower: {negative['note']}."
     if not_converged:
         verdict += (f" **Provisional:** {len(not_converged)} control run(s) ended at their step cap still improving "
                     f"({', '.join(sorted(not_converged)[:6])}{' ...' if len(not_converged) > 6 else ''}).")

@@ -121,14 +121,18 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
         if str(folder) not in push_failures:
             branch = str(folder.relative_to(study.output_dir / "best")).replace("/", "-")
             print(f"  pushed: {folder} -> {t.hub_model_id} (branch {branch})", flush=True)
+    pushes = ""
+    if push_failures:
+        pushes = (f"{len(push_failures)} push(es) to {t.hub_model_id} failed: "
+                  + "; ".join(f"{folder}: {error}" for folder, error in push_failures.items())
+                  + f". The report ({report}) and the models are written; push again with huggingface_hub "
+                  "(`hf upload`) or relaunch the same command (finished runs are skipped).")
     if failed:  # everything else is written; the launch itself must not look like a success to a scheduler or CI
         raise RunsFailedError(f"{len(failed)} run(s) failed after their retries: {', '.join(sorted(failed))}. The "
-                              f"report ({report}) covers the others; relaunch the same command to run the failed ones.")
-    if push_failures:
-        raise HubPushError(f"{len(push_failures)} push(es) to {t.hub_model_id} failed: "
-                           + "; ".join(f"{folder}: {error}" for folder, error in push_failures.items())
-                           + f". The report ({report}) and the models are written; push again with huggingface_hub "
-                           "(`hf upload`) or relaunch the same command (finished runs are skipped).")
+                              f"report ({report}) covers the others; relaunch the same command to run the failed ones."
+                              + (f" Also: {pushes}" if pushes else ""))
+    if pushes:
+        raise HubPushError(pushes)
     return report
 
 
@@ -205,8 +209,8 @@ def push_best_models(study: "Study", folders: Sequence[Path]) -> dict[str, str]:
     failed = {}
     for folder in folders:
         key = str(folder.relative_to(study.output_dir / "best"))
-        seed = json.loads((folder / "best_run.json").read_text()).get("seed")
         try:
+            seed = json.loads((folder / "best_run.json").read_text()).get("seed")
             push_to_hub(folder, t.hub_model_id, revision=key.replace("/", "-"), private=t.hub_private_repo is not False,
                         commit_message=f"{study.recipe}: best {key} (seed {seed})", token=t.hub_token)
         except Exception as error:  # network, auth, quota: report it with the others, after everything is written

@@ -218,7 +218,9 @@ class RayLauncher:
             if address is None:
                 raise ValueError(message + ": no run could ever be scheduled")
             # An existing cluster may scale up on demand (KubeRay heads have 0 CPUs; GPU workers may be at zero).
-            logger.warning("%s now: runs wait until the cluster scales up", message)
+            logger.warning("%s now: runs wait until the cluster scales up, %s", message,
+                           "then run --ray_num_workers at a time" if self.args.ray_num_workers else
+                           "one at a time (the limit comes from the resources at the start: pass --ray_num_workers)")
         logger.info("Ray cluster: %s", resources)
         # Submitted only as slots free up, so that a run's start line and its time mean it started (not queued).
         fits = resources.get("CPU", 0) // self.args.ray_cpus_per_run

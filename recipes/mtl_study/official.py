@@ -137,7 +137,11 @@ def tune_parent_first(model, tokenizer, validation_examples, classes=None, batch
         return None
     fine = roles.narrative_fine
     spec = next(task for task in tasks if task["name"] == fine[0])
-    articles = [a for a in _scored_articles([spec], validation_examples) if a["narratives"] is not None]
+    # The gold comes from the fine narrative column alone (its parents give the narratives): a run restricted to
+    # some articles' subnarratives (cross-domain training) must not tune on the coarse column, which it never saw.
+    parents = roles.parents[fine[0]]
+    articles = [{**a, "narratives": list(dict.fromkeys(parents.get(s, s) for s in a["subnarratives"]))}
+                for a in gold_articles(validation_examples) if a["subnarratives"] is not None]
     if not articles:
         return None
     predictions = [{fine[0]: p[fine[0]]} for p in _predict_articles(model, tokenizer, articles, batch_size)]
