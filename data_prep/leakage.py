@@ -171,7 +171,8 @@ def _evidence(pair: PairLeakage) -> str:
     figures = (f"H({pair.target}|{pair.given}) = {pair.conditional_entropy:.3f} bits, "
                f"U = {pair.uncertainty_coefficient:.3f}, n = {pair.examples}")
     if pair.partial:
-        return f"partly determined by {pair.given!r} ({figures}; {pair.note[len('(partial: '):-1]})"
+        rules = "; ".join(_rule_text(pair.given, pair.target, rule, pair.examples) for rule in pair.rules)
+        return f"partly determined by {pair.given!r} ({figures}; {rules})"
     return f"(nearly) a function of {pair.given!r} ({figures})"
 
 

@@ -79,23 +79,24 @@ def keep_repeated_texts_together(splits: Mapping[str, datasets.Dataset], order: 
     ``order`` into that split, so that no text is scored that a model trained or was selected on.
 
     A split by id cannot see that a release carries one article under two ids (the English SemEval-2025 release
-    has four such pairs: EN_UA_300050 = EN_UA_104569, EN_CC_200093 = EN_CC_200107 ...). Returns the new splits and ``(id, from, to)`` of every
-    moved row; with no repeated text the splits come back unchanged.
+    has four such pairs: EN_UA_300050 = EN_UA_104569, EN_CC_200093 = EN_CC_200107 ...). Returns the new splits and
+    ``(id, from, to)`` of every moved row; with no repeated text the splits come back unchanged.
     """
     from .overlap import normalize_text
 
+    keys = {name: [normalize_text(text) for text in splits[name][text_column]] for name in order}
     first_split: dict[str, str] = {}
     for name in order:
-        for text in splits[name][text_column]:
-            first_split.setdefault(normalize_text(text), name)
+        for key in keys[name]:
+            first_split.setdefault(key, name)
     moved: list[tuple[str, str, str]] = []
     keep: dict[str, list[int]] = {name: [] for name in order}
     extra: dict[str, list[tuple[str, int]]] = {name: [] for name in order}
     for name in order:
         dataset = splits[name]
         ids = dataset[id_column or next(c for c in ("id", "doc_id") if c in dataset.column_names)]
-        for row, text in enumerate(dataset[text_column]):
-            target = first_split[normalize_text(text)]
+        for row, key in enumerate(keys[name]):
+            target = first_split[key]
             if target == name:
                 keep[name].append(row)
             else:

@@ -261,3 +261,15 @@ def check_label_columns(dataset, description: str, task_names: Sequence[str]) ->
             f"{description} has label column(s) {unknown} for task(s) the model lacks; the model's tasks are "
             f"{list(task_names)}"
         )
+
+
+def check_trainer_datasets(train_dataset, eval_dataset, task_names: Sequence[str]) -> None:
+    """`check_label_columns` on a trainer's training set and every evaluation set (a dict gives named sets)."""
+    named = [("train_dataset", train_dataset)]
+    if isinstance(eval_dataset, dict):
+        named += [(f"eval_dataset[{name!r}]", dataset) for name, dataset in eval_dataset.items()]
+    else:
+        named.append(("eval_dataset", eval_dataset))
+    for description, dataset in named:
+        if dataset is not None:
+            check_label_columns(dataset, description, task_names)

@@ -41,7 +41,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, ha
 from .evaluation import collect_predictions, gather_predictions, mean_over_sets, score_predictions
 from .loss_weighting import balanced_loss_options, build_loss_weighting, load_weighting_state, save_weighting_state
 from .losses import label_counts
-from .sampling import build_train_sampler, check_label_columns
+from .optimizer_groups import add_loss_weight_group, move_to_head_groups
+from .sampling import build_train_sampler, check_label_columns, check_trainer_datasets
 from .task_gradients import TaskGradients, all_reduce_mean_, gradnorm_parameters
 from .training_args import MultiTaskTrainingArguments
 from .vocabulary import MULTI_LABEL
@@ -68,25 +69,6 @@ class _MultiTaskCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.loss_weighting.after_epoch(self.trainer._mean_losses("epoch"))
-
-
-def _named_datasets(train_dataset, eval_dataset):
-    if train_dataset is not None:
-        yield "train_dataset", train_dataset
-    if isinstance(eval_dataset, dict):
-        for name, dataset in eval_dataset.items():
-            yield f"eval_dataset[{name!r}]", dataset
-    elif eval_dataset is not None:
-        yield "eval_dataset", eval_dataset
-
-
-def _move_to_head_groups(optimizer, head_ids: set[int], rate: float) -> None:
-    """Move the head parameters of every optimizer group to a copy of that group with learning rate `rate`."""
-    for group in list(optimizer.param_groups):
-        moved = [p for p in group["params"] if id(p) in head_ids]
-        if moved:
-            group["params"] = [p for p in group["params"] if id(p) not in head_ids]
-            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": rate})
 
 
 class MultiTaskTrainer(Trainer):
@@ -142,8 +124,7 @@ class MultiTaskTrainer(Trainer):
         unknown = sorted(set(args.oversample_map) - set(self.task_names)) if args.task_sampling_column is None else []
         if unknown:
             raise ValueError(f"--oversample names unknown tasks {unknown}; the model's tasks are {self.task_names}")
-        for description, dataset in _named_datasets(self.train_dataset, self.eval_dataset):
-            check_label_columns(dataset, description, self.task_names)
+        check_trainer_datasets(self.train_dataset, self.eval_dataset, self.task_names)
         if isinstance(self.eval_dataset, dict) and args.threshold_tuning_set is not None:
             self._threshold_tuning_set(list(self.eval_dataset))
 
@@ -368,15 +349,10 @@ class MultiTaskTrainer(Trainer):
         if head_rate is not None:
             raw = self._raw_model
             heads = {id(p) for name in self.task_names for p in raw.head_parameters(name, include_adapter=False)}
-            _move_to_head_groups(optimizer, heads, head_rate)
-        known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        extra = [p for p in self.loss_weighting.parameters() if p.requires_grad and id(p) not in known]
-        if extra:
-            group = {"params": extra, "weight_decay": 0.0}
-            rate = self.args.uncertainty_learning_rate if self.args.uncertainty_learning_rate is not None else head_rate
-            if rate is not None:
-                group["lr"] = rate
-            optimizer.add_param_group(group)
+            move_to_head_groups(optimizer, heads, head_rate)
+        uncertainty_rate = self.args.uncertainty_learning_rate
+        add_loss_weight_group(optimizer, self.loss_weighting.parameters(),
+                              uncertainty_rate if uncertainty_rate is not None else head_rate)
         return optimizer
 
     # ------------------------------------------------------------------------------------------ logging

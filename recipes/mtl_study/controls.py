@@ -26,7 +26,7 @@ from data_prep.synthetic_controls import CONTROLS, ControlsConfig, auxiliary_tas
 from .data import ExperimentData
 from .report import markdown_table
 from .runner import RunSpec
-from .stats import adjust_comparisons, compare_arms, format_p, min_adjusted_p_values, significance_requirement
+from .stats import adjust_comparisons, compare_arms, family_floors, format_p, significance_requirement
 
 SINGLE_TASK, MULTI_TASK = "stl", "mtl"
 
@@ -98,8 +98,7 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
         comparisons += [c for c in compare_arms(of_control, MULTI_TASK, SINGLE_TASK, metric, eval_set=eval_set, alpha=alpha)
                         if c.task == primary_task_name(control)]
     comparisons = adjust_comparisons(comparisons, p_adjust)
-    tested = [c for c in comparisons if c.p_value is not None]
-    floors = dict(zip(map(id, tested), min_adjusted_p_values([c.testable_pairs for c in tested], p_adjust)))
+    floors = family_floors(comparisons, p_adjust)
     by_control = {c.task.removeprefix("primary_"): c for c in comparisons}
     verdicts = []
     for control in CONTROLS:

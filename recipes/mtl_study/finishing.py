@@ -75,7 +75,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
                "runs (log histories, summaries)": str(study.output_dir / "runs")}
     carded = write_cards(study, rows, family, data_mixture=data_mixture, shift=shift)
     for folder in carded:
-        outputs[f"best model `{folder.relative_to(study.output_dir / 'best')}`"] = str(folder)
+        outputs[f"best model `{_best_model_key(study, folder)[0]}`"] = str(folder)
     frozen = f"{m.num_frozen_layers} (run in eval mode: no dropout)"
     if a.cache_frozen_layers and m.num_frozen_layers > 0:
         frozen += "; their output cached once per window and re-used by every epoch, seed and arm"
@@ -117,10 +117,6 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     print_summary(study, report_rows, report, family, baselines, failed)
     # Pushed last: a refused token or a network error must not cost the report, the cards or the summary.
     push_failures = push_best_models(study, carded) if t.push_to_hub else {}
-    for folder in carded if t.push_to_hub else []:
-        if str(folder) not in push_failures:
-            branch = str(folder.relative_to(study.output_dir / "best")).replace("/", "-")
-            print(f"  pushed: {folder} -> {t.hub_model_id} (branch {branch})", flush=True)
     pushes = ""
     if push_failures:
         pushes = (f"{len(push_failures)} push(es) to {t.hub_model_id} failed: "
@@ -173,8 +169,7 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
                         info["run_id"])
             continue
         arm = info["arm"]
-        key = str(folder.relative_to(study.output_dir / "best"))
-        revision = key.replace("/", "-")
+        key, revision = _best_model_key(study, folder)
         config = MultiTaskConfig.from_pretrained(folder)
         card = build_model_card(
             arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
@@ -208,15 +203,23 @@ def push_best_models(study: "Study", folders: Sequence[Path]) -> dict[str, str]:
     t = study.training
     failed = {}
     for folder in folders:
-        key = str(folder.relative_to(study.output_dir / "best"))
+        key, branch = _best_model_key(study, folder)
         try:
             seed = json.loads((folder / "best_run.json").read_text()).get("seed")
-            push_to_hub(folder, t.hub_model_id, revision=key.replace("/", "-"), private=t.hub_private_repo is not False,
+            push_to_hub(folder, t.hub_model_id, revision=branch, private=t.hub_private_repo is not False,
                         commit_message=f"{study.recipe}: best {key} (seed {seed})", token=t.hub_token)
         except Exception as error:  # network, auth, quota: report it with the others, after everything is written
             logger.error("push of %s to %s failed: %s", folder, t.hub_model_id, error)
             failed[str(folder)] = f"{type(error).__name__}: {error}"
+            continue
+        print(f"  pushed: {folder} -> {t.hub_model_id} (branch {branch})", flush=True)
     return failed
+
+
+def _best_model_key(study: "Study", folder: Path) -> tuple[str, str]:
+    """A best model's key under ``best/`` (``mtl``, ``stl/narratives``) and its Hub branch (``stl-narratives``)."""
+    key = str(folder.relative_to(study.output_dir / "best"))
+    return key, key.replace("/", "-")
 
 
 def print_summary(study: "Study", rows: Sequence[Mapping], report: Path, family, baselines: Sequence[Mapping],

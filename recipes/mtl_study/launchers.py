@@ -227,11 +227,12 @@ class RayLauncher:
         if self.args.ray_gpus_per_run:
             fits = min(fits, resources.get("GPU", 0) // self.args.ray_gpus_per_run)
         self._limit = self.args.ray_num_workers or max(1, int(fits))
-        self._remote = ray.remote(**ray_task_options(self.args))(mtl_run)
+        options = ray_task_options(self.args)
+        self._remote = ray.remote(**options)(mtl_run)
         if not self.args.ray_gpus_per_run:
             # Ray hands later tasks of the same shape to these (now idle, imported) worker processes; nothing waits
             # for them (a task runs whether or not its result is kept). GPU workers serve one run each: no warm-up.
-            warm = ray.remote(**ray_task_options(self.args))(warm_worker)
+            warm = ray.remote(**options)(warm_worker)
             for _ in range(self._limit):
                 warm.remote()
 

@@ -31,7 +31,7 @@ from .stats import (  # noqa: E402
     comparison_family,
     format_p,
     is_baseline_arm,
-    min_adjusted_p_values,
+    family_floors,
     negative_transfer,
     significance_requirement,
     summarize,
@@ -277,7 +277,7 @@ def comparison_table(comparisons) -> str:
     """Raw and adjusted p-values; "significant" is decided on the adjusted one."""
     family = [c for c in comparisons if c.p_value is not None]
     method = comparisons[0].p_adjust if comparisons else "none"
-    floors = dict(zip(map(id, family), min_adjusted_p_values([c.testable_pairs for c in family], method)))
+    floors = family_floors(family, method)
     body = []
     for c in comparisons:
         floor = floors.get(id(c), 1.0)
@@ -405,13 +405,10 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
 
     if baseline in arms_present and len(arms_present) > 1:
         nt = negative_transfer(rows, baseline=baseline, metric=metric, alpha=inputs.alpha, family=comparisons)
-        tested = [c for c in comparisons if c.p_value is not None]
-        floors = {(c.arm_a, c.arm_b, c.task, c.eval_set): floor for c, floor in
-                  zip(tested, min_adjusted_p_values([c.testable_pairs for c in tested], inputs.p_adjust))}
+        floors = family_floors(comparisons, inputs.p_adjust)  # nt.comparisons are the family's own objects
         body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),
                  "significant" if c.significant else (
-                     "not significant" if floors.get((c.arm_a, c.arm_b, c.task, c.eval_set), 1.0) < c.alpha
-                     else "too few seeds"),
+                     "not significant" if floors.get(id(c), 1.0) < c.alpha else "too few seeds"),
                  "negative transfer" if c.mean_difference < 0 else "no loss"] for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
                   markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",

@@ -94,6 +94,13 @@ def min_adjusted_p_values(n_pairs: Sequence[int], method: str = "holm") -> list[
     return floors
 
 
+def family_floors(comparisons: Sequence["PairedComparison"], method: str = "holm") -> dict[int, float]:
+    """``{id(comparison): floor}`` of the tested comparisons of one family (:func:`min_adjusted_p_values` over their
+    non-tied pairs); a comparison without a test has no entry."""
+    tested = [c for c in comparisons if c.p_value is not None]
+    return dict(zip(map(id, tested), min_adjusted_p_values([c.testable_pairs for c in tested], method)))
+
+
 def seeds_needed(num_tests: int, alpha: float = 0.05, method: str = "holm") -> int:
     """Fewest seed pairs with which one of ``num_tests`` tests can be significant after adjustment."""
     n = 1
