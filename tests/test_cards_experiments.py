@@ -182,3 +182,32 @@ def test_a_shared_folder_names_no_local_backbone_path(tmp_path, monkeypatch):
     assert json.loads((folder / "config.json").read_text())["backbone_config"]["_name_or_path"] == \
         "sentence-transformers/all-MiniLM-L6-v2"
     assert not (folder / "training_args.bin").exists()
+
+
+@pytest.mark.parametrize("requested, synthetic, expected, note", [
+    (None, True, "apache-2.0", False),  # synthetic corpora: the backbone's license
+    (None, False, "other", True),  # loaded data: its terms apply, and the card says so
+    ("cc-by-nc-4.0", False, "cc-by-nc-4.0", False),  # the user's choice wins
+])
+def test_card_license_follows_the_training_data(tmp_path, requested, synthetic, expected, note):
+    from mtl_study.cards import card_license
+
+    license, license_note = card_license(requested, synthetic, "SemEval-2025 Task 10 release at somewhere")
+    rows = results()
+    card = build_model_card(arm="mtl", seed=0, tasks=TASKS, run_rows=[r for r in rows if r["run_id"] == "mtl__seed0"],
+                            all_rows=rows, base_model="sentence-transformers/all-MiniLM-L6-v2", model_name="m",
+                            recipe="architecture_comparison", sharing="hard", license=license,
+                            license_note=license_note)
+    card.save(tmp_path / "README.md")
+    meta = metadata_load(tmp_path / "README.md")
+    assert meta["license"] == expected
+    assert (meta.get("license_name") == "training-data-terms") == (expected == "other")
+    limitations = card.text.split("## Limitations")[1].split("##")[0]
+    assert ("--card_license" in limitations) == note
+
+
+def test_card_license_must_be_a_license_id():
+    from mtl_study.config import parse_recipe_args
+
+    with pytest.raises(ValueError, match="--card_license 'Apache 2.0'"):
+        parse_recipe_args("architecture_comparison", ["--card_license", "Apache 2.0"])

@@ -18,6 +18,7 @@ naming the file and the field (argparse checks the command line), an unknown key
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -83,6 +84,7 @@ class ExperimentArguments(LauncherArguments):
     official_metrics: bool = field(default=True, metadata={"help": "Also score every evaluation set but validation with SemEval-2025 Task 10's official measures (official_narratives_samples_f1, official_subnarratives_samples_f1, official_fine_role_exact_match, official_main_role_accuracy), through predict and domain-constrained decoding as a submission is made. --official_metrics false to skip it."})
     parent_first_narratives: bool = field(default=True, metadata={"help": "With --official_metrics: tune a narrative threshold on validation for parent-first decoding of the fine narrative task (narratives on the noisy-or of their subnarratives, then subnarratives within them: data_prep.narrative_decoding), store it on the saved model's config (narrative_parent_threshold, read by python -m data_prep.semeval_submit) and score the official rows with it. --parent_first_narratives false decodes every subnarrative on its own threshold."})
     save_best_model: bool = field(default=True, metadata={"help": "Keep the best seed of each arm under <output_dir>/best/<arm> with tokenizer and model card (pushed with --push_to_hub --hub_model_id)."})
+    card_license: Optional[str] = field(default=None, metadata={"help": "The license in the model cards' metadata: a Hub license id (apache-2.0, cc-by-4.0, other, ...). Default: apache-2.0 (the embedded MiniLM's) on the synthetic corpora; on data you load (a SemEval release, a ticket table) 'other', with a card line saying that the data's terms apply (SemEval-2025 Task 10: research use only): a model inherits its training data's terms, which this project cannot know."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -98,6 +100,9 @@ class ExperimentArguments(LauncherArguments):
         _check_choices("arms", self.arms, ARCHITECTURES)
         if len(set(self.arms)) != len(self.arms):
             raise ValueError(f"--arms: duplicated arm in {self.arms}")
+        if self.card_license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.card_license):
+            raise ValueError(f"--card_license {self.card_license!r} is not a Hub license id (lower case, e.g. "
+                             "apache-2.0, mit, cc-by-nc-4.0, other)")
         if not self.tasks:
             raise ValueError("--tasks: name at least one task")
         _check_choices("tasks", self.tasks, TASK_KINDS + tuple(f"{k}_{g}" for k in TASK_KINDS for g in ("fine", "coarse")))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .baselines import CONDITION_SEPARATOR, baseline_rows, baseline_verdicts
-from .cards import build_model_card, make_shareable, push_to_hub
+from .cards import build_model_card, card_license, make_shareable, push_to_hub
 from .convergence import read_run_summaries
 from .official import official_baseline_rows
 from .report import ReportInputs, write_report
@@ -171,6 +171,8 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
         arm = info["arm"]
         key, revision = _best_model_key(study, folder)
         config = MultiTaskConfig.from_pretrained(folder)
+        dataset_name = study.data.source.split(" (")[0]
+        license, license_note = card_license(a.card_license, study.data.synthetic, dataset_name)
         card = build_model_card(
             arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
             all_rows=rows, comparisons=[c for c in family if c.arm_a == arm and c.arm_b == "stl"],
@@ -187,7 +189,7 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
                       **({"refit_on_validation": "yes: the saved model was retrained on training + validation for "
                                                  "the selection run's best step count; validation rows are the "
                                                  "selection run's"} if a.refit_on_validation else {})},
-            dataset_id=study.data.dataset_id, dataset_name=study.data.source.split(" (")[0],
+            dataset_id=study.data.dataset_id, dataset_name=dataset_name, license=license, license_note=license_note,
             data_mixture=data_mixture or study.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
             load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
         )
