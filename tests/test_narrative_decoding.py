@@ -38,6 +38,22 @@ def test_evidence_spread_over_subnarratives_keeps_their_narrative():
     assert parent_first_labels(quiet, allowed, PARENTS, thresholds, 0.6, fallback="Other") == ["Other"]
 
 
+def test_other_alone_when_its_own_probability_reaches_one_half():
+    # Blaming's noisy-or (0.713) passes the narrative threshold, but the model gives Other 0.55: Other alone has the
+    # higher expected samples-F1 (>= 0.5 against <= 0.45), whatever the narratives score.
+    thresholds, allowed = dict.fromkeys(LABELS, 0.4), LABELS[1:]
+    for other, expected in ((0.55, ["Other"]), (0.5, ["Other"]), (0.45, [A1, A2])):
+        scores = _scores(other, 0.45, 0.45, 0.05, 0.1, 0.0)
+        assert parent_first_labels(scores, allowed, PARENTS, thresholds, 0.6, fallback="Other") == expected
+    gated = _scores(0.9, 0.45, 0.45, 0.05, 0.1, 0.0)
+    assert parent_first_labels(gated, allowed, PARENTS, thresholds, 0.6, fallback="Other", fallback_gate=None) == [A1, A2]
+    assert parent_first_labels(gated, allowed, PARENTS, thresholds, 0.6) == [A1, A2]  # no fallback: no gate
+    # the submission path (domain-constrained, parent first) applies it; flat decoding does not
+    entry = {"prediction": [], "scores": gated}
+    assert constrain_to_domain("EN_UA_000001.txt", entry, LABELS, [0.4] * 6, parents=PARENTS, parent_threshold=0.6) == ["Other"]
+    assert "Other" in constrain_to_domain("EN_UA_000001.txt", entry, LABELS, [0.4] * 6)
+
+
 def test_domain_constraint_decodes_parent_first_within_the_domain():
     # The CC subnarrative would win every comparison, but the article is a Ukraine-war one.
     scores = {"prediction": [], "scores": _scores(0.3, 0.45, 0.45, 0.05, 0.5, 0.99)}
