@@ -93,14 +93,15 @@ class LeakageReport:
 
 
 def _is_missing(value) -> bool:
-    """No label: None, NaN, pandas' NA / NaT (nullable DataFrame columns), or an empty string or list."""
-    if isinstance(value, (str, list, tuple, dict)):
+    """No label: None, NaN, pandas' NA / NaT (nullable DataFrame columns), or an empty string or list (a numpy array
+    is a list: what ``Dataset.to_pandas()`` and ``pd.read_parquet`` give for a multi-label column)."""
+    if isinstance(value, (str, list, tuple, dict, np.ndarray)):
         return len(value) == 0
     return value is None or bool(pd.isna(value))
 
 
 def _hashable(value):
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(sorted(str(v) for v in value))
     return value
 

@@ -27,6 +27,12 @@ def normalize_text(text: str) -> str:
     return _NON_WORD.sub(" ", text.lower()).strip()
 
 
+def repeat_key(text: str) -> str:
+    """What makes two texts repeats of each other: `normalize_text`, or the stripped text itself where that has no
+    word ("!!!" repeats "!!!", not "???"); empty for an empty text, which repeats nothing."""
+    return normalize_text(text) or text.strip()
+
+
 @dataclass
 class TextOverlap:
     test_texts: int
@@ -61,8 +67,9 @@ def text_overlap(train_texts: Sequence[str], test_texts: Sequence[str], threshol
     train_texts, test_texts = list(train_texts), list(test_texts)
     seen: dict[str, int] = {}
     for index, text in enumerate(train_texts):
-        seen.setdefault(normalize_text(text), index)
-    exact_index = [seen.get(normalize_text(text), -1) for text in test_texts]
+        seen.setdefault(repeat_key(text), index)
+    seen.pop("", None)  # an empty text repeats nothing
+    exact_index = [seen.get(repeat_key(text), -1) for text in test_texts]
     is_exact = np.array([index >= 0 for index in exact_index], dtype=bool)
     nearest = np.zeros(len(test_texts))
     nearest_index = np.full(len(test_texts), -1)

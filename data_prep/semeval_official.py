@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .files import atomic_write_text
 from .semeval import SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError
 from .taxonomy import FINE_ROLES, FINE_TO_MAIN, MAIN_ROLES, OTHER, domain_of_article_id, domain_of_label, parent_of_subnarrative
 
@@ -115,7 +116,7 @@ def write_subtask1(lines: Iterable[MentionLine], path: str | Path) -> Path:
     for line in lines:
         fields = [line.article_id, line.mention, str(line.start), str(line.end), line.main_role, *line.fine_roles]
         rows.append("\t".join(_check_field(value, "field") for value in fields))
-    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    atomic_write_text(path, "".join(row + "\n" for row in rows))
     logger.info("wrote %d subtask-1 lines to %s", len(rows), path)
     return path
 
@@ -129,7 +130,7 @@ def write_subtask2(lines: Iterable[NarrativeLine], path: str | Path) -> Path:
                 raise ValueError(f"label {label!r} of {line.article_id!r} contains ';', the label separator")
         fields = [line.article_id, ";".join(line.narratives) or OTHER, ";".join(line.subnarratives) or OTHER]
         rows.append("\t".join(_check_field(value, "field") for value in fields))
-    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    atomic_write_text(path, "".join(row + "\n" for row in rows))
     logger.info("wrote %d subtask-2 lines to %s", len(rows), path)
     return path
 
@@ -164,8 +165,11 @@ def read_subtask1(path: str | Path, min_fields: int = 5) -> list[MentionLine]:
                 offsets.append(int(value.strip()))
             except ValueError:
                 raise SemEvalFormatError(f"{value!r} is not an integer offset", path, number, name) from None
-        main_role = fields[4].strip() if len(fields) > 4 else ""
-        fine_roles = tuple(role.strip() for role in fields[5:] if role.strip())
+        main_role = fields[4] if len(fields) > 4 else ""
+        padded = next((role for role in fields[4:] if role != role.strip()), None)
+        if padded is not None:  # refused, not stripped: the organisers' scorer compares the fields as they are
+            raise SemEvalFormatError(f"role {padded!r} has white space around it", path, number, "roles")
+        fine_roles = tuple(role for role in fields[5:] if role)
         line = MentionLine(fields[0].strip(), fields[1], offsets[0], offsets[1], main_role, fine_roles)
         if line.key in seen:
             raise SemEvalFormatError(f"same mention span as line {seen[line.key]}", path, number, "start/end")
@@ -174,8 +178,14 @@ def read_subtask1(path: str | Path, min_fields: int = 5) -> list[MentionLine]:
     return out
 
 
-def _labels(value: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(label.strip() for label in value.split(";") if label.strip()))
+def _labels(value: str, path: Path, number: int, name: str) -> tuple[str, ...]:
+    """The ;-separated labels of a field. A label with spaces around it is refused, not stripped: the organisers'
+    scorer splits on ';' as it is, so ' URW: X' would count as no class there (and as one here)."""
+    labels = value.split(";")
+    padded = next((label for label in labels if label != label.strip()), None)
+    if padded is not None:
+        raise SemEvalFormatError(f"label {padded!r} has white space around it (write 'A;B', not 'A; B')", path, number, name)
+    return tuple(dict.fromkeys(label for label in labels if label))
 
 
 def read_subtask2(path: str | Path) -> list[NarrativeLine]:
@@ -191,7 +201,8 @@ def read_subtask2(path: str | Path) -> list[NarrativeLine]:
         if article_id in seen:
             raise SemEvalFormatError(f"article already on line {seen[article_id]}", path, number, "article_id")
         seen[article_id] = number
-        out.append(NarrativeLine(article_id, _labels(fields[1]), _labels(fields[2])))
+        out.append(NarrativeLine(article_id, _labels(fields[1], path, number, "narratives"),
+                                 _labels(fields[2], path, number, "subnarratives")))
     return out
 
 

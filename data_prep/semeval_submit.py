@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
-from .semeval import ARTICLE_NAME_FORM, SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
+from .semeval import ARTICLE_NAME_FORM, SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
     Submission,
@@ -140,6 +141,20 @@ def _model_tasks(model_dir: Path) -> list[dict]:
     return tasks
 
 
+def _check_output_folder(out: Path, writes: dict[str, bool], keep_existing: bool) -> None:
+    """``out`` is (or can be made) a writable folder, and holds no subtask file that this run would not rewrite."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file: give a folder for the submission files")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"--out {out}: the folder is not writable")
+    stale = [name for name, written in writes.items() if not written and (out / name).exists()]
+    if stale and not keep_existing:
+        raise FileExistsError(f"--out {out} holds {', '.join(stale)} from an earlier run, which this model does not "
+                              "rewrite: a scorer would read it as this model's. Remove it, choose another --out, or "
+                              "pass --keep-existing to combine two models' files in one folder")
+
+
 def write_submission(
     model_dir: str | Path,
     documents: str | Path,
@@ -149,11 +164,16 @@ def write_submission(
     domain_constraint: bool = True,
     fine_roles: str = "best",
     parent_first: bool = True,
+    keep_existing: bool = False,
 ) -> Submission:
     """Validate the inputs, predict with the saved model and write the submission files to ``out``; narratives are
     constrained to each article's domain unless ``domain_constraint`` is False, and decoded parent first when the
     model carries a tuned ``narrative_parent_threshold`` (`data_prep.narrative_decoding`) unless ``parent_first`` is
-    False; ``fine_roles`` as in `submission_from_predictions`."""
+    False; ``fine_roles`` as in `submission_from_predictions`.
+
+    Every input and the output folder are checked before the model is loaded. A subtask file already in ``out`` that
+    this model would not rewrite (an entity file next to a narratives-only model) is refused, since a scorer would
+    read it as this model's, unless ``keep_existing`` (to combine two models' files in one folder)."""
     check_fine_role_decoding(fine_roles)  # before the model is loaded
     model_dir, out = Path(model_dir), Path(out)
     tasks = _model_tasks(model_dir)
@@ -166,6 +186,11 @@ def write_submission(
     if has_entity_task and mentions is None:
         raise ValueError(f"the model {model_dir} has an entity-framing task: give --mentions (subtask-1-entity-mentions.txt)")
     count = attach_mentions(articles, mentions) if mentions is not None else 0
+    if mentions is not None and count == 0:
+        raise ValueError(f"{mentions}: no mention lines (article_id, mention, start, end): nothing to predict roles for")
+    _check_output_folder(out, writes={SUBTASK1_FILE: has_entity_task and count > 0,
+                                      SUBTASK2_FILE: bool(roles.narrative_fine or roles.narrative_coarse)},
+                         keep_existing=keep_existing)
     logger.info("%d documents, %d mentions: predicting with %s", len(articles), count, model_dir)
 
     from modeling import MultiTaskModel  # heavy (torch): only once the inputs are known to be good
@@ -197,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     parser.add_argument("--no-domain-constraint", dest="domain_constraint", action="store_false",
                         help="write the model's narratives as predicted, without restricting them to the article's domain")
+    parser.add_argument("--keep-existing", action="store_true",
+                        help="keep a subtask file already in --out that this model does not write (to combine an "
+                             "entity-framing model's and a narratives model's files); refused by default")
     parser.add_argument("--no-parent-first", dest="parent_first", action="store_false",
                         help="decode every subnarrative on its own threshold even when the model carries a tuned "
                              "narrative_parent_threshold (parent-first decoding: data_prep.narrative_decoding)")
@@ -207,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         submission = write_submission(args.model, args.documents, args.out, args.mentions, args.batch_size,
-                                      args.domain_constraint, args.fine_roles, args.parent_first)
+                                      args.domain_constraint, args.fine_roles, args.parent_first,
+                                      args.keep_existing)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

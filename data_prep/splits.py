@@ -75,20 +75,24 @@ def split_articles(
 def keep_repeated_texts_together(splits: Mapping[str, datasets.Dataset], order: Sequence[str] = ("train", "validation", "test"),
                                  text_column: str = "text", id_column: str | None = None
                                  ) -> tuple[datasets.DatasetDict, list[tuple[str, str, str]]]:
-    """Move every row whose text (after `data_prep.overlap.normalize_text`) also occurs in an earlier split of
-    ``order`` into that split, so that no text is scored that a model trained or was selected on.
+    """Move every row whose text also occurs in an earlier split of ``order`` into that split, so that no text is
+    scored that a model trained or was selected on (repeats as `data_prep.overlap.repeat_key` sees them).
 
     A split by id cannot see that a release carries one article under two ids (the English SemEval-2025 release
     has four such pairs: EN_UA_300050 = EN_UA_104569, EN_CC_200093 = EN_CC_200107 ...). Returns the new splits and
-    ``(id, from, to)`` of every moved row; with no repeated text the splits come back unchanged.
+    ``(id, from, to)`` of every moved row; with no repeated text the splits come back unchanged. Names of ``order``
+    that `splits` lacks are skipped (e.g. no test split); splits not in ``order`` come back as they were.
     """
-    from .overlap import normalize_text
+    from .overlap import repeat_key
 
-    keys = {name: [normalize_text(text) for text in splits[name][text_column]] for name in order}
+    unknown = [name for name in splits if name not in order]
+    order = [name for name in order if name in splits]
+    keys = {name: [repeat_key(text) for text in splits[name][text_column]] for name in order}
     first_split: dict[str, str] = {}
     for name in order:
         for key in keys[name]:
-            first_split.setdefault(key, name)
+            if key:
+                first_split.setdefault(key, name)
     moved: list[tuple[str, str, str]] = []
     keep: dict[str, list[int]] = {name: [] for name in order}
     extra: dict[str, list[tuple[str, int]]] = {name: [] for name in order}
@@ -96,15 +100,15 @@ def keep_repeated_texts_together(splits: Mapping[str, datasets.Dataset], order: 
         dataset = splits[name]
         ids = dataset[id_column or next(c for c in ("id", "doc_id") if c in dataset.column_names)]
         for row, key in enumerate(keys[name]):
-            target = first_split[key]
+            target = first_split.get(key, name)
             if target == name:
                 keep[name].append(row)
             else:
                 extra[target].append((name, row))
                 moved.append((ids[row], name, target))
     if not moved:
-        return datasets.DatasetDict({name: splits[name] for name in order}), []
-    out = {}
+        return datasets.DatasetDict({name: splits[name] for name in [*order, *unknown]}), []
+    out = {name: splits[name] for name in unknown}
     for name in order:
         parts = [splits[name].select(keep[name])]
         parts += [splits[source].select([row]) for source, row in extra[name]]

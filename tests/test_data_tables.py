@@ -246,6 +246,19 @@ def test_leakage_audit_reads_pandas_na_as_no_label():
     assert pair.examples == 30 and pair.flagged
 
 
+def test_leakage_audit_reads_numpy_arrays_as_label_lists():
+    # Dataset.to_pandas() and pd.read_parquet give a multi-label column as numpy arrays (an empty one: no label)
+    import datasets
+
+    rows = {"a": [str(i % 2) for i in range(40)], "b": [["x", "y"] if i % 2 else ["z"] for i in range(40)]}
+    frame = datasets.Dataset.from_dict(rows).to_pandas()
+    assert isinstance(frame["b"][0], np.ndarray)
+    frame.loc[0, "b"] = np.array([], dtype=object)
+    pair = next(p for p in audit_label_leakage(frame, tasks=["a", "b"], warn=False).pairs if p.given == "a")
+    assert pair.flagged and pair.examples == 39
+    assert audit_label_leakage(pd.DataFrame(rows), tasks=["a", "b"], warn=False).is_flagged("a", "b")
+
+
 def test_leakage_audit_flags_a_rule_that_holds_for_one_value_only():
     """"ticket_type 1 implies urgency 3" where ticket_type varies: U stays near 0.5, yet a model reads urgency off
     ticket_type on every type-1 ticket. The global U misses it; the per-value rule check must not."""
@@ -289,6 +302,8 @@ def test_text_overlap_counts_exact_and_near_duplicates_of_test_texts():
     assert list(overlap.nearest_train_index[:2]) == [0, 0] and overlap.nearest_similarity[2] < 0.3
     assert overlap.nearest_train_index[3] == -1  # "???" shares no word with any training text
     assert text_overlap(["!!!", "a b"], ["!!!"]).nearest_train_index.tolist() == [0]  # exact, though without a vector
+    # texts without a word repeat only themselves, and an empty text repeats nothing
+    assert text_overlap(["???", "", "printer broken"], ["!!!", "😀😀", "", "???"]).exact == 1
     assert "1 of 4 test texts (25.0%) repeat a training text exactly; 2 (50.0%)" in overlap.summary()
     assert text_overlap(train, test, threshold=0.99).near == 1
     with pytest.raises(ValueError, match="threshold must be in"):

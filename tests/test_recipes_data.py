@@ -87,6 +87,10 @@ def test_a_text_repeated_under_two_ids_stays_in_one_split():
     unchanged, none = keep_repeated_texts_together({"train": rows(("a", "x")), "validation": rows(("b", "y")),
                                                     "test": rows(("c", "z"))})
     assert none == [] and unchanged["test"]["id"] == ["c"]
+    # no test split (split_articles without test_fraction), a split outside `order` kept, texts without a word
+    two, moved = keep_repeated_texts_together({"train": rows(("a", "???"), ("b", "x")),
+                                               "validation": rows(("c", "!!!"), ("d", "X.")), "extra": rows(("e", "x"))})
+    assert moved == [("d", "validation", "train")] and two["validation"]["id"] == ["c"] and two["extra"]["id"] == ["e"]
 
 
 def test_no_semeval_text_is_scored_that_training_saw_under_another_id(tmp_path):

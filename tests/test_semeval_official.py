@@ -97,6 +97,13 @@ def test_readers_name_file_line_and_field(tmp_path):
         Submission.read(tmp_path / "st2")
     with pytest.raises(FileNotFoundError, match="neither"):
         Submission.read(tmp_path / "nothing")
+    # a label with spaces around it is no class to the organisers' scorer (which splits on ';' as it is): refused
+    (tmp_path / "st2" / "subtask-2-annotations.txt").write_text("EN_UA_1.txt\tURW: A; URW: B\tOther\n")
+    with pytest.raises(SemEvalFormatError, match="line 1, field 'narratives': label ' URW: B' has white space"):
+        Submission.read(tmp_path / "st2")
+    path.write_text("EN_UA_1.txt\tBBC\t3\t5\tAntagonist\t Spy\n")
+    with pytest.raises(SemEvalFormatError, match="line 1, field 'roles': role ' Spy' has white space"):
+        read_subtask1(path)
 
 
 def test_submission_inputs_are_read_as_the_loader_reads_them(tmp_path, caplog):
@@ -444,8 +451,34 @@ def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_facto
     (documents / "EN_UA_999999.txt").write_text("  \n", encoding="utf-8")
     assert "EN_UA_999999.txt: document is empty" in error("--documents", str(documents), "--mentions", str(mentions))
     (documents / "EN_UA_999999.txt").unlink()
+    (root / "empty.txt").write_text("\r\n", encoding="utf-8")
+    assert "empty.txt: no mention lines" in error("--documents", str(documents), "--mentions", str(root / "empty.txt"))
+    (root / "a_file").write_text("not a folder", encoding="utf-8")
+    named = ["--documents", str(documents), "--mentions", str(mentions)]
+    assert "a_file is a file" in error(*named, "--out", str(root / "a_file"))  # the last --out wins
     # Good inputs reach the model, whose missing weights are then named.
-    assert "no weights file" in error("--documents", str(documents), "--mentions", str(mentions))
+    assert "no weights file" in error(*named)
+
+
+def test_submit_refuses_to_leave_an_earlier_runs_file_beside_its_own(inputs, tmp_path_factory, capsys):
+    """A narratives-only model writing into a folder that holds an entity file from an earlier run would leave that
+    file to be scored as its own: refused before the model loads, unless --keep-existing."""
+    from modeling import MultiTaskModel
+
+    root, documents, mentions, _, saved_model, _ = inputs
+    narratives_only = tmp_path_factory.mktemp("narratives_only")
+    model = MultiTaskModel.from_pretrained(saved_model)
+    model.config.tasks = [t for t in model.config.tasks if t["level"] == "document"]
+    model.config.save_pretrained(narratives_only)  # config only: a refusal must come before the weights are read
+    out = root / "combined"
+    out.mkdir()
+    (out / "subtask-1-annotations.txt").write_text("earlier\n", encoding="utf-8")
+    command = ["--model", str(narratives_only), "--documents", str(documents), "--out", str(out)]
+    assert submit_main(command) == 2
+    assert "holds subtask-1-annotations.txt from an earlier run" in capsys.readouterr().err
+    assert submit_main([*command, "--keep-existing"]) == 2  # let through: it now fails on the missing weights
+    assert "no weights file" in capsys.readouterr().err
+    assert (out / "subtask-1-annotations.txt").read_text(encoding="utf-8") == "earlier\n"  # nothing touched
 
 
 # ------------------------------------------------------------------------------------------ frozen probe

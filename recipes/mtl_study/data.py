@@ -152,10 +152,10 @@ def load_experiment_data(data_dir: str | Path | None, output_dir: str | Path, la
         summary += (f"\nrepeated texts: {len(moved)} article(s) moved to the split that holds the same text under "
                     "another id: " + ", ".join(f"{i} ({a} -> {b})" for i, a, b in moved))
     if test_articles is not None:
-        from data_prep.overlap import normalize_text
+        from data_prep.overlap import repeat_key
 
-        seen = {normalize_text(text) for name in order for text in parts[name]["text"]}
-        repeats = sum(normalize_text(text) in seen for text in test["text"])
+        seen = {repeat_key(text) for name in order for text in parts[name]["text"]} - {""}
+        repeats = sum(repeat_key(text) in seen for text in test["text"])
         if repeats:
             summary += f"\nrepeated texts: {repeats} dev/ article(s) repeat a training or validation text"
     source = (f"SYNTHETIC corpus generated into {folder} (not real news: results say nothing about SemEval performance)"
