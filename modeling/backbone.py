@@ -100,7 +100,10 @@ class BackboneMixin:
                     f"model_type {model_type!r}; set them explicitly (e.g. the attention query/value Linear names)"
                 )
         options.pop("task_type", None)  # the adapters wrap a bare encoder, not a PEFT task model
-        peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**options)
+        try:
+            peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**options)
+        except TypeError as error:  # an option the PEFT type does not take
+            raise ValueError(f"adapter_config: {error} (options of a {peft_type} adapter)") from error
         with warnings.catch_warnings():
             # PEFT warns that a second adapter joins the first one: several adapters are the point here.
             warnings.filterwarnings("ignore", message=".*multiple adapters.*")

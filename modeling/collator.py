@@ -20,6 +20,13 @@ from .vocabulary import IGNORE_INDEX, LABEL_COLUMN_PREFIX as LABEL_PREFIX
 PREFIX_COLUMN = "prefix_hidden_states"
 
 
+def _mention_spans(row) -> Sequence:
+    """A row's mention spans (none when absent); a torch- or numpy-formatted dataset gives an array, whose truth
+    value is ambiguous."""
+    spans = row.get("mention_spans")
+    return [] if spans is None else spans
+
+
 @dataclass
 class MultiTaskCollator:
     """Pad encoded rows and gather mentions and labels into the batch format `MultiTaskModel.forward` takes.
@@ -79,7 +86,7 @@ class MultiTaskCollator:
 
         spans, mention_ids = [], []
         for row_number, row in enumerate(rows):
-            row_spans = row.get("mention_spans") or []
+            row_spans = _mention_spans(row)
             for mention_number, span in enumerate(row_spans):
                 start, end = int(span[0]), int(span[1])
                 if not 0 <= start < end <= len(row["input_ids"]):
@@ -159,7 +166,7 @@ class MultiTaskCollator:
 
         values = []
         for row_number, row in enumerate(rows):
-            num_mentions = len(row.get("mention_spans") or [])
+            num_mentions = len(_mention_spans(row))
             value = row.get(column)
             where = f"row {row_number} column {column!r}"
             if value is None:

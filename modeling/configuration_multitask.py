@@ -9,6 +9,7 @@ import copy
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -43,6 +44,19 @@ LORA_QUERY_VALUE_MODULES = {
 
 DEFAULT_MAX_LENGTH = 512
 DEFAULT_STRIDE = 128
+
+#: model types whose position ids start after the padding index (transformers' RoBERTa-style embeddings)
+POSITIONS_AFTER_PADDING = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                                     "data2vec-text", "mpnet", "longformer"})
+
+
+def usable_positions(backbone_config) -> int | None:
+    """The longest input the backbone can embed: ``max_position_embeddings``, less ``pad_token_id + 1`` for the
+    RoBERTa family (514 positions hold 512 tokens); None when the config does not say."""
+    positions = getattr(backbone_config, "max_position_embeddings", None)
+    if positions and getattr(backbone_config, "model_type", None) in POSITIONS_AFTER_PADDING:
+        positions -= (getattr(backbone_config, "pad_token_id", None) or 0) + 1
+    return positions
 
 
 class TaskConfigError(ValueError):
@@ -138,6 +152,10 @@ def normalize_task(task: TaskSpec | dict[str, Any], position: int = 0) -> dict[s
             raise TaskConfigError(f"{where}: 'parents' values must be non-empty strings, got {bad}")
         parents = dict(parents)
     thresholds = spec.thresholds
+    if hasattr(thresholds, "tolist"):  # a numpy array or a tensor (what threshold tuning computes)
+        thresholds = thresholds.tolist()
+    if isinstance(thresholds, (list, tuple)):
+        thresholds = [value.item() if hasattr(value, "item") else value for value in thresholds]  # numpy / torch scalars
     if thresholds is not None:
         if spec.problem_type != MULTI_LABEL:
             raise TaskConfigError(f"{where}: 'thresholds' only apply to multi_label_classification tasks")
@@ -171,6 +189,22 @@ def default_adapter_config(backbone_model_type: str | None) -> dict[str, Any]:
     }
 
 
+def _json_ready(value: Any, name: str) -> Any:
+    """`value` as config.json can hold it: enums as their values (``PeftType.LORA`` -> ``"LORA"``), sets and tuples
+    as lists (sets sorted); anything else that JSON cannot hold is refused, naming the field."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {key: _json_ready(item, f"{name}.{key}") for key, item in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_json_ready(item, name) for item in value)
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item, name) for item in value]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TaskConfigError(f"{name}: {type(value).__name__} value {value!r} cannot be saved in config.json")
+
+
 class MultiTaskConfig(PreTrainedConfig):
     r"""Configuration of a [`MultiTaskModel`]: one shared encoder (any `AutoModel` encoder) and a dict of task heads.
 
@@ -184,7 +218,7 @@ class MultiTaskConfig(PreTrainedConfig):
             `"hard"`: one backbone pass serves every head. `"adapters"`: one PEFT adapter per task on a frozen
             shared backbone; each head reads the backbone with its own adapter active.
         adapter_config (`dict`, *optional*):
-            PEFT config (as `PeftConfig.to_dict()`, with `peft_type`) used for every task adapter when
+            PEFT config (a `PeftConfig` or its `to_dict()`, with `peft_type`) used for every task adapter when
             `sharing="adapters"`. Defaults to LoRA r=8, alpha=16, dropout=0.1 on attention query/value.
         pooling (`str`, defaults to `"cls"`): document-head pooling, `"cls"` (first token) or `"mean"` (masked mean).
         span_pooling (`str`, defaults to `"mean"`): how span heads pool a mention's tokens, `"mean"` or `"max"`.
@@ -197,8 +231,10 @@ class MultiTaskConfig(PreTrainedConfig):
             (partial sharing); 0 freezes nothing. The frozen part always runs in eval mode (no dropout), so its
             output can be cached (`modeling.frozen_cache`).
         max_length (`int`, *optional*): tokens per window for long texts; defaults to
-            min(512, backbone `max_position_embeddings`).
-        stride (`int`, defaults to 128): tokens of overlap between consecutive windows.
+            min(512, the positions the backbone can use: `max_position_embeddings`, less `pad_token_id + 1` for
+            RoBERTa-style models, whose positions start after the padding index).
+        stride (`int`, *optional*): tokens of overlap between consecutive windows; defaults to
+            min(128, max_length // 4).
         window_aggregation (`str`, defaults to `"mean"`): how a multi-label document task combines the windows of
             a long text: `"mean"` (sigmoid of the mean logit; consistent with training, where each window carries
             its document's labels) or `"max"` (a label shown in any window). Single-label tasks average the
@@ -229,12 +265,19 @@ class MultiTaskConfig(PreTrainedConfig):
     head_hidden_size: int | None = None
     num_frozen_layers: int = 0
     max_length: int | None = None
-    stride: int = DEFAULT_STRIDE
+    stride: int | None = None
     window_aggregation: str = "mean"
     relative_threshold: float = 0.0
     top1_fallback: bool = True
 
     def __post_init__(self, **kwargs):
+        if isinstance(self.backbone_config, dict):  # else transformers fails with a bare KeyError on the type
+            from transformers import CONFIG_MAPPING
+
+            model_type = self.backbone_config.get("model_type")
+            if model_type not in CONFIG_MAPPING:
+                raise TaskConfigError(f"backbone_config.model_type: {model_type!r} is not a transformers model type "
+                                      "(e.g. 'bert', 'roberta'); a backbone_config dict needs one")
         super().__post_init__(**kwargs)  # builds self.backbone_config from a dict (resolved by its model_type)
         self.validate_options()
 
@@ -263,6 +306,8 @@ class MultiTaskConfig(PreTrainedConfig):
             raise TaskConfigError(
                 f"window_aggregation: unknown value {self.window_aggregation!r}; expected one of {list(WINDOW_AGGREGATIONS)}"
             )
+        if hasattr(self.relative_threshold, "item"):  # a numpy or torch scalar
+            self.relative_threshold = self.relative_threshold.item()
         if isinstance(self.relative_threshold, bool) or not isinstance(self.relative_threshold, (int, float)) or not (
             0 <= self.relative_threshold < 1
         ):
@@ -284,19 +329,26 @@ class MultiTaskConfig(PreTrainedConfig):
             raise TaskConfigError(
                 f"num_frozen_layers: {self.num_frozen_layers} is out of range; the backbone has {num_layers} layers"
             )
-        max_positions = getattr(self.backbone_config, "max_position_embeddings", None)
+        max_positions = usable_positions(self.backbone_config)
         if self.max_length is None:
             self.max_length = min(DEFAULT_MAX_LENGTH, max_positions) if max_positions else DEFAULT_MAX_LENGTH
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 8:
             raise TaskConfigError(f"max_length: must be an int >= 8, got {self.max_length!r}")
         if max_positions and self.max_length > max_positions:
             raise TaskConfigError(
-                f"max_length: {self.max_length} exceeds the backbone's max_position_embeddings ({max_positions})"
+                f"max_length: {self.max_length} exceeds the {max_positions} positions the backbone can use "
+                f"(max_position_embeddings {self.backbone_config.max_position_embeddings})"
             )
+        if self.stride is None:
+            self.stride = min(DEFAULT_STRIDE, self.max_length // 4)
         if isinstance(self.stride, bool) or not isinstance(self.stride, int) or not 0 <= self.stride < self.max_length // 2:
             raise TaskConfigError(
                 f"stride: must be an int in [0, max_length // 2) = [0, {self.max_length // 2}), got {self.stride!r}"
             )
+        if hasattr(self.adapter_config, "to_dict") and not isinstance(self.adapter_config, dict):  # a PeftConfig
+            self.adapter_config = self.adapter_config.to_dict()
+        if isinstance(self.adapter_config, dict):
+            self.adapter_config = _json_ready(self.adapter_config, "adapter_config")
         if self.sharing == "adapters":
             if self.adapter_config is None:
                 self.adapter_config = default_adapter_config(getattr(self.backbone_config, "model_type", None))

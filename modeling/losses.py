@@ -55,6 +55,8 @@ def masked_task_loss_sum(
             f"= none), got {tuple(target.shape)}"
         )
     known = target != IGNORE_INDEX
+    if bool((known & ((target < 0) | (target > 1))).any()):
+        raise ValueError(f"labels[{name!r}]: multi-hot values must be in [0, 1] or -100 (unknown)")
     per_class = F.binary_cross_entropy_with_logits(
         logits,
         torch.where(known, target, torch.zeros_like(target)),

@@ -105,6 +105,8 @@ class MultiTaskModel(BackboneMixin, PredictionMixin, PreTrainedModel):
                 for task in config.tasks
             }
         )
+        if backbone.dtype.is_floating_point and backbone.dtype != torch.float32:
+            self.heads.to(dtype=backbone.dtype)  # a half-precision backbone (backbone_kwargs={"dtype": ...}) feeds them
         # Per-task loss options set by the trainer (`set_loss_options`); not saved with the model.
         self._loss_options: dict[str, dict[str, torch.Tensor | None]] = {}
         self._tuner_layers: list[nn.Module] = []

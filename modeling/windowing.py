@@ -41,6 +41,16 @@ def _check_mentions(text: str, mentions: Sequence[Sequence[int]]) -> list[tuple[
     return checked
 
 
+def _without_edge_space(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` less leading and trailing white space (unchanged when nothing else is left)."""
+    core_start, core_end = start, end
+    while core_start < core_end and text[core_start].isspace():
+        core_start += 1
+    while core_end > core_start and text[core_end - 1].isspace():
+        core_end -= 1
+    return (core_start, core_end) if core_start < core_end else (start, end)
+
+
 def window_text(
     tokenizer,
     text: str,
@@ -106,6 +116,9 @@ def window_text(
         content = [i for i, is_special in enumerate(special) if not is_special and offsets[i][1] > offsets[i][0]]
         windows.append((offsets, content))
 
+    # A window holds a mention when it holds the mention's characters without its edge white space ("zeta " at an
+    # inner window edge: no token covers the space, so the window's character range ends before it).
+    cores = [_without_edge_space(text, start, end) for start, end in spans]
     best: list[tuple[float, int, int, int] | None] = [None] * len(spans)  # (-centredness, window, start, end)
     for w, (offsets, content) in enumerate(windows):
         if not content:
@@ -116,7 +129,7 @@ def window_text(
         # Content tokens are in text order, so the tokens overlapping a mention are found by binary search.
         token_starts = [offsets[i][0] for i in content]
         token_ends = [offsets[i][1] for i in content]
-        for m, (start, end) in enumerate(spans):
+        for m, (start, end) in enumerate(cores):
             if start < char_start or end > char_end:
                 continue  # part of the mention lies outside this window
             first = bisect.bisect_right(token_ends, start)  # first token ending after the mention starts

@@ -59,6 +59,20 @@ def test_padding_spans_and_labels():
     assert labels["role"].tolist() == [1, -100, 0]
 
 
+@pytest.mark.parametrize("format_type", ["torch", "numpy"])
+def test_rows_of_a_formatted_dataset(format_type):
+    # set_format gives arrays, whose truth value is ambiguous: "spans or []" failed on them
+    import datasets
+
+    columns = ["input_ids", "attention_mask", "mention_spans", "mention_index", "labels.role", "labels.frames"]
+    rows = [{key: row[key] for key in columns} for row in ROWS]
+    rows[1]["labels.frames"] = [0.0, 1.0]
+    dataset = datasets.Dataset.from_list(rows).with_format(format_type)
+    batch = MultiTaskCollator(TASKS, pad_token_id=0)([dataset[0], dataset[1]])
+    assert batch["mention_spans"].tolist() == [[0, 1, 2], [0, 2, 4], [1, 1, 2]]
+    assert batch["labels"]["role"].tolist() == [1, -100, 0]
+
+
 def test_feeds_the_model(tiny_backbone_dir):
     from modeling import MultiTaskModel
 

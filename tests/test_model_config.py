@@ -134,3 +134,47 @@ def test_set_thresholds_validates_and_stores():
         config.set_thresholds("topic", [0.5, 0.5])
     config.set_thresholds("frames", None)
     assert config.thresholds_of("frames") == [0.5, 0.5]
+
+
+def test_stride_defaults_to_a_quarter_of_short_windows():
+    assert make(max_length=64).stride == 16 and make(max_length=256).stride == 64 and make().stride == 128
+    assert make(max_length=64, stride=8).stride == 8
+
+
+def test_roberta_style_positions_leave_out_the_padding_offset():
+    from transformers import RobertaConfig
+
+    roberta = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=130, pad_token_id=1)
+    assert make(backbone_config=roberta).max_length == 128
+    with pytest.raises(ValueError, match="max_length: 130 exceeds the 128 positions the backbone can use"):
+        make(backbone_config=roberta, max_length=130)
+
+
+def test_a_backbone_config_dict_needs_a_known_model_type():
+    with pytest.raises(ValueError, match="backbone_config.model_type: None is not a transformers model type"):
+        make(backbone_config={"hidden_size": 32})
+    with pytest.raises(ValueError, match="backbone_config.model_type: 'nope'"):
+        make(backbone_config={"model_type": "nope"})
+
+
+def test_numpy_and_torch_thresholds_are_stored_as_floats():
+    import numpy as np
+    import torch
+
+    spec = {"name": "tags", "problem_type": "multi_label_classification", "labels": ["x", "y"]}
+    for thresholds in (np.array([0.25, 0.5]), torch.tensor([0.25, 0.5]), [np.float32(0.25), np.float64(0.5)]):
+        config = make(tasks=[{**spec, "thresholds": thresholds}], relative_threshold=np.float32(0.5))
+        assert config.thresholds_of("tags") == [0.25, 0.5] and config.relative_threshold == 0.5
+        config.to_json_string()  # plain floats: the config saves
+
+
+def test_adapter_config_may_be_a_peft_config_or_its_dict(tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])
+    for given in (lora, lora.to_dict()):  # to_dict() holds an enum and a set, which JSON cannot
+        config = make(sharing="adapters", adapter_config=given)
+        assert config.adapter_config["peft_type"] == "LORA" and config.adapter_config["target_modules"] == ["query", "value"]
+        config.save_pretrained(tmp_path)
+        assert MultiTaskConfig.from_pretrained(tmp_path).adapter_config["r"] == 4

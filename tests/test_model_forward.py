@@ -187,6 +187,15 @@ def test_invalid_inputs_raise_clear_errors(model, tokenizer):
         model(**batch, labels={"topic": torch.tensor([0])})
     with pytest.raises(ValueError, match=r"class ids must be in \[0, 3\)"):
         model(**batch, labels={"topic": torch.tensor([0, 3])})
+    with pytest.raises(ValueError, match=r"labels\['frames'\]: multi-hot values must be in \[0, 1\] or -100"):
+        model(**batch, labels={"frames": torch.tensor([[1.0, 2.0], [-100.0, -100.0]])})
+
+
+def test_a_half_precision_backbone_gets_heads_of_its_dtype(tiny_backbone_dir, tokenizer):
+    model = MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS, backbone_kwargs={"dtype": torch.bfloat16})
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    output = model(**_batch(tokenizer), labels={"topic": torch.tensor([0, 1])})
+    assert all(logits.dtype == torch.bfloat16 for logits in output.logits.values()) and torch.isfinite(output.loss)
 
 
 def test_num_frozen_layers_freezes_embeddings_and_lowest_layers(tiny_backbone_dir):

@@ -57,6 +57,21 @@ def test_every_mention_lands_whole_in_exactly_one_window(tokenizer):
             assert start >= 1 and end <= len(tokens) - 1  # never on special tokens
 
 
+def test_white_space_at_a_mention_edge_does_not_push_it_out_of_its_window(tokenizer):
+    # At an inner window edge no token covers the space next to "zeta": the mention still fits the window.
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    words = text.split()
+    for stride in (0, 1):
+        windows = window_text(tokenizer, text, [], max_length=8, stride=stride)
+        last_word = tokenizer.decode(windows[0]["input_ids"][1:-1]).split()[-1]
+        start = text.index(last_word)
+        for span in ((start, start + len(last_word) + 1), (start - 1, start + len(last_word))):
+            (placed,) = [w for w in window_text(tokenizer, text, [span], max_length=8, stride=stride) if w["mention_ids"]]
+            first, end = placed["mention_spans"][0]
+            assert tokenizer.decode(placed["input_ids"][first:end]) == last_word
+    assert last_word in words
+
+
 def test_mentions_are_placed_where_most_centred(tokenizer):
     text, mentions = long_text_with_mentions()
     windows = window_text(tokenizer, text, mentions, max_length=32, stride=12)
