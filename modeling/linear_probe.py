@@ -65,8 +65,10 @@ def _head_inputs(model, dataloader: Iterable, task_names: list[str]) -> dict[str
 
 
 def _labelled(labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """Rows with a known label: for a multi-label task, at least one known entry (each label is then fitted on the
+    rows where it is known, as the loss counts them)."""
     if problem_type == MULTI_LABEL:
-        return (labels != IGNORE_INDEX).all(dim=-1)
+        return (labels != IGNORE_INDEX).any(dim=-1)
     return labels != IGNORE_INDEX
 
 
@@ -92,11 +94,12 @@ def _fit(features: np.ndarray, labels: np.ndarray, problem_type: str, num_labels
     bias = np.full(num_labels, np.log(1.0 / (2 * len(features))))  # "almost never" for classes never seen
     if problem_type == MULTI_LABEL:
         for label in range(num_labels):
-            target = labels[:, label] > 0.5
-            if target.all() or not target.any():
-                bias[label] = -bias[label] if target.all() else bias[label]
+            known = labels[:, label] != IGNORE_INDEX
+            target = labels[known, label] > 0.5
+            if target.all() or not target.any():  # also when the label is known on no row: "almost never"
+                bias[label] = -bias[label] if target.size and target.all() else bias[label]
                 continue
-            fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised, target)
+            fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised[known], target)
             weight[label], bias[label] = fitted.coef_[0], fitted.intercept_[0]
     else:
         present = np.unique(labels)

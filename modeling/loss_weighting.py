@@ -349,7 +349,8 @@ def _flatten_labels(values, problem_type: str) -> np.ndarray:
 def balanced_loss_options(dataset, task: Mapping, max_weight: float = 50.0) -> dict[str, torch.Tensor]:
     """Class weights (single-label) or ``pos_weight`` (multi-label) from the training label frequencies.
 
-    Single-label: ``n / (C * n_c)`` (scikit-learn's "balanced"); classes absent from the training set get 1.0.
+    Single-label: ``n / (C * n_c)`` over the C classes present (scikit-learn's "balanced",
+    ``compute_class_weight``); classes absent from the training set get 1.0 (they occur in no loss term).
     Multi-label: ``negatives / positives`` per label; labels never positive get 1.0. Both are capped at
     `max_weight` so that a label seen once does not dominate the loss.
     """
@@ -369,7 +370,8 @@ def balanced_loss_options(dataset, task: Mapping, max_weight: float = 50.0) -> d
         counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
         if len(counts) > num_labels:
             raise ValueError(f"column {column!r}: label id {labels.max()} outside the task's {num_labels} labels")
-        weights = np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 1.0)
+        present = int((counts > 0).sum())
+        weights = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 1.0)
         return {"class_weights": torch.tensor(np.minimum(weights, max_weight), dtype=torch.float32)}
     if labels.shape[1] != num_labels:
         raise ValueError(f"column {column!r}: rows of {labels.shape[1]} labels, the task has {num_labels}")

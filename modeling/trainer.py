@@ -44,7 +44,7 @@ from .losses import label_counts
 from .optimizer_groups import add_loss_weight_group, move_to_head_groups
 from .sampling import build_train_sampler, check_label_columns, check_trainer_datasets
 from .task_gradients import TaskGradients, all_reduce_mean_, gradnorm_parameters
-from .training_args import MultiTaskTrainingArguments
+from .training_args import MultiTaskTrainingArguments, check_arguments_for_model
 from .vocabulary import MULTI_LABEL
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class _MultiTaskCallback(TrainerCallback):
         self.trainer._record_decision_rule()
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self.trainer.loss_weighting.after_epoch(self.trainer._mean_losses("epoch"))
+        self.trainer._end_epoch()
 
 
 class MultiTaskTrainer(Trainer):
@@ -79,28 +79,7 @@ class MultiTaskTrainer(Trainer):
     """
 
     def __init__(self, model=None, args: MultiTaskTrainingArguments | None = None, data_collator=None, **kwargs):
-        if args is None:
-            args = MultiTaskTrainingArguments(output_dir="tmp_trainer")
-        if not isinstance(args, MultiTaskTrainingArguments):
-            raise TypeError(
-                f"MultiTaskTrainer needs MultiTaskTrainingArguments, got {type(args).__name__}; the multi-task "
-                "options (loss weighting, sampling, metrics) live there"
-            )
-        if model is not None:
-            config = getattr(model, "config", None)
-            if getattr(config, "tasks", None) is None:
-                raise TypeError(f"MultiTaskTrainer needs a MultiTaskModel (config.tasks), got {type(model).__name__}")
-            if args.ddp_find_unused_parameters is None:
-                # Every head stays in the graph (absent tasks contribute logits.sum() * 0), so DDP never meets an
-                # unused parameter with hard sharing; per-task adapters are used only by their task.
-                args.ddp_find_unused_parameters = getattr(config, "sharing", "hard") != "hard"
-            if args.loss_weighting == "gradnorm":
-                gradnorm_parameters(model)  # fail now, not mid-training, when nothing shared is trainable
-        if args.loss_weighting in ("pcgrad", "gradnorm") and args.fp16:
-            raise ValueError(
-                f"--loss_weighting {args.loss_weighting} computes per-task gradients outside the fp16 GradScaler; "
-                "train with --bf16 or in fp32"
-            )
+        args = check_arguments_for_model(args, model)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
         # Our loss is already normalised over the accumulation window: Trainer must not divide it again, and the
         # model must never receive `num_items_in_batch`.
@@ -134,26 +113,39 @@ class MultiTaskTrainer(Trainer):
         # Per-task [loss sums; item counts] since the last flush, per kind: `log` is flushed by `log`, `epoch`
         # at epoch ends (DWA), `step` at each optimizer step (GradNorm).
         self._task_loss_totals = {kind: self._zero_totals() for kind in LOSS_KINDS}
+        self._applied_task_weights: dict[str, float] | None = None  # by the last training step
+        self._ended_epoch: float | None = None  # `state.epoch` when the weighting last got an epoch's losses
         self.add_callback(_MultiTaskCallback(self))
         if args.class_weighting == "balanced" and self.train_dataset is not None:
             self.apply_class_weights(self.train_dataset)
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """`Trainer.train`, preceded by the linear-probe fit of the heads with ``--linear_probe_init`` (not when
-        resuming: the checkpoint holds the heads)."""
-        if self.args.linear_probe_init and not resume_from_checkpoint and self.train_dataset is not None:
+        resuming: the checkpoint holds the heads; with `model_init`, on the model it builds)."""
+        self._probe_heads = self.args.linear_probe_init and not resume_from_checkpoint and self.train_dataset is not None
+        if self._probe_heads and self.model_init is None:
             self.fit_linear_heads()
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
-    def fit_linear_heads(self, dataset=None) -> dict[str, dict]:
-        """Fit the single-layer heads on `dataset` (default: the training set) by logistic regression
-        (`modeling.linear_probe.fit_linear_heads`, ``C = --linear_probe_c``)."""
+    def call_model_init(self, trial=None):
+        """A fresh model from `model_init` gets what `__init__` and `train` gave the first one: class weights, and
+        the linear-probe fit of its heads."""
+        model = super().call_model_init(trial)
+        for name, options in getattr(self, "_class_weight_options", {}).items():
+            model.set_loss_options(name, **options)
+        if getattr(self, "_probe_heads", False):
+            self.fit_linear_heads(model=model)
+        return model
+
+    def fit_linear_heads(self, dataset=None, model=None) -> dict[str, dict]:
+        """Fit the single-layer heads of `model` (default: the trainer's) on `dataset` (default: the training set)
+        by logistic regression (`modeling.linear_probe.fit_linear_heads`, ``C = --linear_probe_c``)."""
         from .linear_probe import fit_linear_heads
 
         dataset = self.train_dataset if dataset is None else dataset
         start = time.time()
-        fitted = fit_linear_heads(self._raw_model, dataset, self.data_collator, c=self.args.linear_probe_c,
+        fitted = fit_linear_heads(self._raw_model if model is None else model, dataset, self.data_collator, c=self.args.linear_probe_c,
                                   batch_size=self.args.per_device_eval_batch_size, seed=self.args.seed)
         logger.info("linear probe: %d head(s) fitted in %.1f s", len(fitted), time.time() - start)
         return fitted
@@ -190,10 +182,11 @@ class MultiTaskTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ data
     def apply_class_weights(self, dataset) -> dict[str, dict[str, list[float]]]:
         """Set class weights / pos_weight of every task from `dataset`'s label frequencies (``balanced``)."""
-        applied = {}
+        applied, self._class_weight_options = {}, {}
         for task in self.tasks:
             options = balanced_loss_options(dataset, task, self.args.max_class_weight)
             if options:
+                self._class_weight_options[task["name"]] = options  # also for a model `model_init` builds
                 self._raw_model.set_loss_options(task["name"], **options)
                 applied[task["name"]] = {key: value.tolist() for key, value in options.items()}
                 logger.info("class weighting for task %r: %s", task["name"], applied[task["name"]])
@@ -276,6 +269,8 @@ class MultiTaskTrainer(Trainer):
         first = self._window_counts is None or self._micro_batch_in_window == 0
         active = None if self._window_counts is None else {n: c > 0 for n, c in self._window_counts.items()}
         loss = self.loss_weighting.combine(partial, self.state.global_step, first, active)
+        if model.training and first:  # what this step applies, for `log` (the step's update may change them)
+            self._applied_task_weights = self.loss_weighting.task_weights(self.state.global_step)
         loss = loss + self._graph_anchor(outputs)
         self._micro_batch_in_window += 1
         return (loss, outputs) if return_outputs else loss
@@ -309,7 +304,7 @@ class MultiTaskTrainer(Trainer):
         with self.compute_loss_context_manager():
             outputs = raw(**inputs)
         partial = self._partial_task_losses(outputs)
-        weights = self.loss_weighting.task_weights(self.state.global_step)
+        weights = self._applied_task_weights = self.loss_weighting.task_weights(self.state.global_step)
         total = sum(weights[name] * partial[name] for name in self.task_names) + self._graph_anchor(outputs)
         self.task_gradients.backward(raw, partial, weights, outputs.task_counts or {}, total)
         self._micro_batch_in_window += 1
@@ -361,13 +356,24 @@ class MultiTaskTrainer(Trainer):
         to the training logs (the ones with ``loss`` and ``learning_rate``)."""
         if "loss" in logs and "learning_rate" in logs:
             logs.update({f"loss_{name}": round(value, 6) for name, value in self._mean_losses("log").items()})
-            for name, weight in self.loss_weighting.task_weights(self.state.global_step).items():
+            applied = self._applied_task_weights or self.loss_weighting.task_weights(self.state.global_step)
+            for name, weight in applied.items():  # those of the last step, not of the next one
                 logs[f"task_weight_{name}"] = round(float(weight), 6)
             logs.update(self.loss_weighting.extra_logs())
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _end_epoch(self) -> None:
+        """Hand the epoch's mean task losses to the weighting (DWA), once per epoch."""
+        if self._ended_epoch != self.state.epoch:
+            self._ended_epoch = self.state.epoch
+            self.loss_weighting.after_epoch(self._mean_losses("epoch"))
+
     def _save_checkpoint(self, model, trial) -> None:
+        # A step checkpoint at an epoch's last step comes before `on_epoch_end`: end the epoch first, or the
+        # checkpoint misses it and a run resumed from it never gets it (the trainer skips finished epochs).
+        if self.state.epoch is not None and float(self.state.epoch).is_integer():
+            self._end_epoch()
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"

@@ -6,6 +6,8 @@ command line, e.g. ``--loss_weighting uncertainty --task_weights narratives=2 ro
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -267,6 +269,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        for name in ("linear_probe_c", "gradnorm_alpha", "uncertainty_init", "sampling_temperature", "dwa_temperature",
+                     "gradnorm_learning_rate", "max_class_weight", "head_learning_rate", "uncertainty_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):  # NaN passes every comparison below
+                raise ValueError(f"--{name} must be a finite number, got {value!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"--loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.task_sampling not in TASK_SAMPLINGS:
@@ -310,3 +317,33 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
         super().__post_init__()
+
+
+def check_arguments_for_model(args: MultiTaskTrainingArguments | None, model) -> MultiTaskTrainingArguments:
+    """`MultiTaskTrainer`'s checks of its arguments against its model, before `Trainer.__init__` (default arguments
+    when None); sets ``ddp_find_unused_parameters`` from the model's sharing when unset."""
+    if args is None:
+        args = MultiTaskTrainingArguments(output_dir="tmp_trainer")
+    if not isinstance(args, MultiTaskTrainingArguments):
+        raise TypeError(
+            f"MultiTaskTrainer needs MultiTaskTrainingArguments, got {type(args).__name__}; the multi-task "
+            "options (loss weighting, sampling, metrics) live there"
+        )
+    if model is not None:
+        config = getattr(model, "config", None)
+        if getattr(config, "tasks", None) is None:
+            raise TypeError(f"MultiTaskTrainer needs a MultiTaskModel (config.tasks), got {type(model).__name__}")
+        if args.ddp_find_unused_parameters is None:
+            # Every head stays in the graph (absent tasks contribute logits.sum() * 0), so DDP never meets an
+            # unused parameter with hard sharing; per-task adapters are used only by their task.
+            args.ddp_find_unused_parameters = getattr(config, "sharing", "hard") != "hard"
+        if args.loss_weighting == "gradnorm":
+            from .task_gradients import gradnorm_parameters
+
+            gradnorm_parameters(model)  # fail now, not mid-training, when nothing shared is trainable
+    if args.loss_weighting in ("pcgrad", "gradnorm") and args.fp16:
+        raise ValueError(
+            f"--loss_weighting {args.loss_weighting} computes per-task gradients outside the fp16 GradScaler; "
+            "train with --bf16 or in fp32"
+        )
+    return args

@@ -33,6 +33,34 @@ def test_multi_label_fit_folds_the_scaler_into_the_weights():
     assert not weight[2].any() and bias[2] == pytest.approx(np.log(1 / (2 * len(x))))
 
 
+def test_multi_label_entries_are_fitted_on_the_rows_where_they_are_known():
+    # label 0 is unknown (-100) on a third of the rows: it is fitted on the others; the rows still count for label 1
+    x, rng = _features(seed=2)
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0], axis=1).astype(float)
+    y[::3, 0] = -100.0
+    weight, bias = _fit(x, y, "multi_label_classification", 2, c=0.5, seed=0)
+    known = y[:, 0] != -100
+    standardised = StandardScaler().fit(x).transform(x)
+    expected = LogisticRegression(C=0.5, max_iter=2000).fit(standardised[known], y[known, 0] > 0.5)
+    np.testing.assert_allclose(x @ weight[0] + bias[0], expected.decision_function(standardised), rtol=1e-4, atol=1e-4)
+    every_row = LogisticRegression(C=0.5, max_iter=2000).fit(standardised, y[:, 1] > 0.5)
+    np.testing.assert_allclose(x @ weight[1] + bias[1], every_row.decision_function(standardised), rtol=1e-4, atol=1e-4)
+
+
+def test_a_label_unknown_on_every_row_does_not_stop_its_task_being_fitted(tiny_backbone_dir):
+    from datasets import Dataset
+    from test_trainer_helpers import TWO_TASKS, make_rows
+
+    from modeling import MultiTaskCollator
+
+    rows = make_rows(40, seed=4, tasks=TWO_TASKS)
+    for row in rows:
+        row["labels.tags"][-1] = -100.0  # the last tag is never annotated; the others are known on every row
+    model = make_model(tiny_backbone_dir, TWO_TASKS)
+    fitted = fit_linear_heads(model, Dataset.from_list(rows), MultiTaskCollator(tasks=model.config), c=1.0)
+    assert fitted["tags"]["rows"] == 40
+
+
 @pytest.mark.parametrize("present", [[0, 1, 2], [0, 2]])
 def test_single_label_fit_matches_logistic_regression(present):
     x, rng = _features(seed=1)
