@@ -316,7 +316,9 @@ def load_table(
         text = text_separator.join(p for p in parts if p)
         if not text:
             raise _RowError(f"{where(index)}: empty text (columns {list(text_columns)} are all empty)")
-        record = {"doc_id": str(row[id_column]) if id_column else str(index), "text": text, "mentions": []}
+        if id_column and (_is_missing(row[id_column]) or not str(row[id_column]).strip()):
+            raise _RowError(f"{where(index, id_column)}: empty id")
+        record = {"doc_id": str(row[id_column]).strip() if id_column else str(index), "text": text, "mentions": []}
         for column, task in label_map.items():
             value = row[column]
             labels = [] if _is_missing(value) else [

@@ -104,7 +104,10 @@ class MultiTaskTrainer(Trainer):
         if unknown:
             raise ValueError(f"--oversample names unknown tasks {unknown}; the model's tasks are {self.task_names}")
         check_trainer_datasets(self.train_dataset, self.eval_dataset, self.task_names)
-        if isinstance(self.eval_dataset, dict) and args.threshold_tuning_set is not None:
+        if args.threshold_tuning_set is not None and self.eval_dataset is not None:  # one of a dict of sets
+            if not isinstance(self.eval_dataset, dict):
+                raise ValueError(f"--threshold_tuning_set {args.threshold_tuning_set!r} names one of several evaluation "
+                                 "sets: give eval_dataset as a dict of named sets")
             self._threshold_tuning_set(list(self.eval_dataset))
 
         self._window_counts: dict[str, float] | None = None

@@ -62,6 +62,9 @@ def test_empty_text_duplicate_id_and_missing_column(tmp_path):
         load_table(path, text_columns=("title", "body"), label_columns=["y"], id_column="id", on_error="skip")
     table = load_table(path, text_columns=("title", "body"), label_columns=["y"], on_error="skip")
     assert table.counts["_table"] == {"rows": 2, "skipped": 1}
+    path.write_text("id,title,body,y\n1,x,y,a\n ,z,w,a\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"line 3, column 'id': empty id"):
+        load_table(path, text_columns=("title", "body"), label_columns=["y"], id_column="id")
     assert len(table.skipped) == 1 and table.skipped[0][0] == 2 and "empty text" in table.skipped[0][1]
     with pytest.raises(TableFormatError, match=r"columns \['nope'\] not found"):
         load_table(path, text_columns=("nope",), label_columns=["y"])

@@ -27,6 +27,11 @@ def test_metrics_per_evaluation_set(tiny_backbone_dir, tmp_path):
     single = trainer.evaluate(sets["CC"])
     assert single["eval_topic_macro_f1"] == metrics["eval_CC_topic_macro_f1"]
     assert single["eval_loss"] == pytest.approx(metrics["eval_CC_loss"])
+    # --threshold_tuning_set names one of several sets: with a single evaluation set it is a configuration error
+    with pytest.raises(ValueError, match="--threshold_tuning_set 'CC' names one of several evaluation sets"):
+        MultiTaskTrainer(model=model, args=make_args(tmp_path, threshold_tuning_set="CC"), eval_dataset=sets["CC"])
+    with pytest.raises(ValueError, match="--threshold_tuning_set 'nope' is not one of the evaluation sets"):
+        MultiTaskTrainer(model=model, args=make_args(tmp_path, threshold_tuning_set="nope"), eval_dataset=sets)
 
 
 def test_windowed_documents_are_scored_per_document(tiny_backbone_dir, tmp_path):
