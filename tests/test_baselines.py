@@ -103,6 +103,34 @@ def test_baselines_are_scored_with_the_models_decision_rule(data):
         compute_task_metrics(TAGS, priors, gold, top1_fallback=True)["samples_f1"])
 
 
+def test_baseline_thresholds_follow_the_models_strategy_and_refit(data):
+    """The models' --threshold_strategy (none: 0.5 for every label; per_label) and --refit_on_validation (fitted
+    again on training + validation, thresholds kept) apply to the baselines too."""
+    from modeling.thresholds import select_thresholds
+    from mtl_study.baselines import fit_tfidf_lr
+
+    train, validation, test = data
+    skewed = validation.map(lambda r, i: {"tags": ["x", "z"] if i % 4 == 0 else ["x"]}, with_indices=True)
+
+    def thresholds(**options):
+        rows = baseline_rows(train, {"test": test}, [TAGS], validation=skewed, **options)
+        return {r["arm"]: r["threshold"] for r in rows if r["metric"] == "samples_f1"}
+
+    assert thresholds(threshold_strategy="none")[TFIDF_LR] == 0.5
+    texts, gold = task_instances(train, TAGS)
+    valid_texts, valid_gold = task_instances(skewed, TAGS)
+    probabilities = fit_tfidf_lr(texts, encode_labels(gold, TAGS), TAGS)(valid_texts)
+    expected = select_thresholds(probabilities, encode_labels(valid_gold, TAGS), "per_label", 2, False)
+    per_label = thresholds(threshold_strategy="per_label", threshold_min_support=2)[TFIDF_LR]
+    assert per_label == (expected[0] if len(set(expected)) == 1 else [round(t, 4) for t in expected])
+    # refit: majority of training + validation, where validation's articles change the modal label set
+    plain = {(r["arm"], r["metric"]): r["value"] for r in baseline_rows(train, {"test": test}, [TOPIC], validation=skewed)}
+    food = validation.map(lambda r: {"topic": "food"})
+    refit = {(r["arm"], r["metric"]): r["value"] for r in baseline_rows(
+        train, {"test": test}, [TOPIC], validation=food, refit_examples=[*train, *food, *food])}
+    assert plain[(MAJORITY, "micro_f1")] != refit[(MAJORITY, "micro_f1")]  # sport (half the test) -> food
+
+
 def test_a_conditioned_baseline_is_held_against_its_conditions_arms_only():
     from mtl_study.baselines import applies_to, baseline_verdicts
 

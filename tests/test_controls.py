@@ -190,4 +190,12 @@ def test_holm_floors_per_test_with_unequal_pairs():
     assert min_adjusted_p_values([7, 7]) == pytest.approx([min_adjusted_p_value(7, 2)] * 2)
     # three tests of 10, 6 and 6 pairs: a 6-pair test is ranked second or third behind the other 6-pair one
     assert min_adjusted_p_values([10, 6, 6]) == pytest.approx([3 * 2 / 2**10, 2 * 2 / 2**6, 2 * 2 / 2**6])
-    assert min_adjusted_p_values([8, 6], "bh") == pytest.approx([2 / 2**8, 2 / 2**6])
+    # Benjamini-Hochberg: the 8-pair test's p = 2/2**8 is ranked first of 2, so adjusted 2 x p / 1, unless the other
+    # test's floor lets m x t / k be smaller (2 x 2/2**6 / 2 = 2/2**6 is not)
+    assert min_adjusted_p_values([8, 6], "bh") == pytest.approx([2 * 2 / 2**8, 2 / 2**6])
+    assert min_adjusted_p_values([8, 8], "bh") == pytest.approx([2 / 2**8] * 2)  # both at the floor: raw
+    # a test whose arms tie on every seed (floor 1) still counts in m: 2 x 2/2**8 for the other
+    assert min_adjusted_p_values([8, 0], "bh") == pytest.approx([2 * 2 / 2**8, 1.0])
+    from mtl_study.stats import adjust_p_values
+
+    assert adjust_p_values([2 / 2**8, 1.0], "bh")[0] == pytest.approx(2 * 2 / 2**8)

@@ -87,3 +87,33 @@ def test_baselines_are_rows_of_the_headline_table_and_mark_arms_that_do_not_beat
     assert baseline_verdicts(rows() + baselines) == [
         "a (test): stl does not beat baseline_tfidf_lr (0.550) on macro_f1.",
         "b (test): every model arm beats every baseline on macro_f1."]
+
+
+def test_runs_without_validation_are_not_counted_as_converged(tmp_path):
+    no_validation = [summary("mtl", s, stopped_by="epochs", steps=400, best_step=None, primary_metric="macro_f1",
+                             best_validation=None, evaluations=0, still_improving=None) for s in range(3)]
+    text = write_report(tmp_path, rows(), ReportInputs(title="t", question="q", run_summaries=no_validation)).read_text()
+    section = text.split("## Convergence", 1)[1].split("##", 1)[0]
+    assert "| mtl | 3 | 0 / 3 | 400 | unknown (macro_f1) | unknown |" in section
+    assert "cannot tell whether they were still improving" in section
+
+
+def test_a_significant_loss_in_mean_but_gain_in_ranks_is_mixed_not_negative_transfer(tmp_path):
+    # 11 seeds where mtl gains a little, one where it collapses: the mean is below stl, the ranks (and the
+    # significant test) favour mtl
+    data = []
+    for s in range(12):
+        data.append({"arm": "stl", "seed": s, "task": "t", "eval_set": "test", "metric": "macro_f1", "value": 0.5})
+        data.append({"arm": "mtl", "seed": s, "task": "t", "eval_set": "test", "metric": "macro_f1",
+                     "value": 0.51 + 0.001 * s if s < 11 else 0.0})
+    text = write_report(tmp_path, data, ReportInputs(title="t", question="q", arm_order=["stl", "mtl"])).read_text()
+    transfer = text.split("## Negative transfer", 1)[1]
+    assert "| significant | mixed (mean lower, most seeds higher) |" in transfer
+    assert "mixed direction: most seeds favour mtl" in transfer and "| negative transfer |" not in transfer
+
+
+def test_the_seeds_of_each_arm_are_listed_when_runs_are_missing(tmp_path):
+    data = [r for r in rows(seeds=range(6)) if not (r["arm"] == "mtl" and r["seed"] > 2)]
+    text = write_report(tmp_path, data, ReportInputs(title="t", question="q")).read_text()
+    assert "seeds per arm: mtl [0, 1, 2] (3); stl [0, 1, 2, 3, 4, 5] (6)" in text
+    assert "(6 per arm)" in write_report(tmp_path, rows(), ReportInputs(title="t", question="q")).read_text()

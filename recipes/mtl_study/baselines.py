@@ -1,14 +1,15 @@
 """Reference baselines every model arm must beat, on the same data and with the same metrics.
 
-For each task, trained on the training examples and scored with :func:`modeling.metrics.compute_task_metrics`
-under the models' decision rule (top-1 fallback, relative threshold, macro averaging: the study passes its own):
+For each task, trained on the training examples (and fitted again on training + validation when the models are
+refitted) and scored with :func:`modeling.metrics.compute_task_metrics` under the models' decision rule (top-1
+fallback, relative threshold, macro averaging, threshold strategy: the study passes its own):
 
 * ``baseline_majority``: the most frequent training label (single-label) or label set (multi-label), always;
 * ``baseline_priors``: probabilities = the training label frequencies (decision threshold 0.5 for multi-label);
-  ``baseline_priors_tuned`` (multi-label, when a validation set is given): the same probabilities with one
-  threshold tuned on validation as the models' is (``modeling.thresholds.tune_shared_threshold``);
-* ``baseline_tfidf_lr``: TF-IDF + logistic regression (scikit-learn; one-vs-rest for multi-label, its threshold
-  tuned on validation the same way when given). Span tasks use the mention's words plus ``context_words`` words
+  ``baseline_priors_tuned`` (multi-label, when a validation set is given): the same probabilities with
+  thresholds chosen on validation as the models' are (``modeling.thresholds.select_thresholds``);
+* ``baseline_tfidf_lr``: TF-IDF + logistic regression (scikit-learn; one-vs-rest for multi-label, its thresholds
+  chosen on validation the same way when given). Span tasks use the mention's words plus ``context_words`` words
   either side.
 
 Rows are shaped like the runner's (``arm, seed, task, eval_set, metric, value``) with ``seed = 0``: baselines are
@@ -28,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from modeling.metrics import compute_task_metrics
-from modeling.thresholds import tune_shared_threshold
+from modeling.thresholds import select_thresholds
 from modeling.vocabulary import IGNORE_INDEX, MULTI_LABEL, SPAN
 
 from .stats import BASELINE_ARM_PREFIX, is_baseline_arm, summarize
@@ -153,12 +154,16 @@ def fit_tfidf_lr(train_texts: Sequence[str], train_gold: np.ndarray, task: Mappi
 # ------------------------------------------------------------------------------------------------ rows
 def baseline_rows(train_examples, eval_sets: Mapping[str, object], tasks: Sequence[Mapping], validation=None,
                   metrics: Sequence[str] = BASELINE_METRICS, context_words: int = 8, macro_average: str = "present",
-                  top1_fallback: bool = False, relative_threshold: float = 0.0) -> list[dict]:
+                  top1_fallback: bool = False, relative_threshold: float = 0.0, threshold_strategy: str = "shared",
+                  threshold_min_support: int = 5, refit_examples=None) -> list[dict]:
     """Results rows of every baseline x task x evaluation set x metric (see the module docstring).
 
-    ``macro_average``, ``top1_fallback`` and ``relative_threshold`` are the models' decision rule and averaging
-    (the study passes its own): a baseline scored by another rule would be compared on another metric. Multi-label
-    thresholds are tuned as the models' are by default (one per task, for samples-F1 under that rule).
+    ``macro_average``, ``top1_fallback``, ``relative_threshold`` and ``threshold_strategy`` /
+    ``threshold_min_support`` are the models' decision rule and averaging (the study passes its own): a baseline
+    scored by another rule would be compared on another metric. Multi-label thresholds are chosen on `validation`
+    as the models' are (``modeling.thresholds.select_thresholds``; ``"none"``: 0.5). With `refit_examples` (the
+    models' ``--refit_on_validation``: training + validation), the baselines are fitted again on them after their
+    thresholds were chosen, as the models are.
     """
     decision = {"macro_average": macro_average, "top1_fallback": top1_fallback, "relative_threshold": relative_threshold}
     rows = []
@@ -168,26 +173,38 @@ def baseline_rows(train_examples, eval_sets: Mapping[str, object], tasks: Sequen
             logger.warning("task %r has no labelled training instance: no baseline", task["name"])
             continue
         multi = task["problem_type"] == MULTI_LABEL
-        tfidf = fit_tfidf_lr(train_texts, train_gold, task)
-        predictors = {MAJORITY: lambda texts: majority_probabilities(train_gold, task, len(texts)),
-                      PRIORS: lambda texts: prior_probabilities(train_gold, task, len(texts)),
-                      TFIDF_LR: tfidf}
-        thresholds = {arm: 0.5 for arm in predictors}
+        num_labels = len(task["labels"])
+        predictors = _predictors(train_texts, train_gold, task, tuned=multi and validation is not None)
+        thresholds = {arm: [0.5] * num_labels for arm in predictors}
         if multi and validation is not None:
-            predictors[PRIORS_TUNED] = predictors[PRIORS]
             valid_texts, valid_gold = _instances(validation, task, context_words)
             for arm in (PRIORS_TUNED, TFIDF_LR):
-                thresholds[arm] = tune_shared_threshold(predictors[arm](valid_texts), valid_gold,
-                                                        top1_fallback=top1_fallback, relative_threshold=relative_threshold)
+                chosen = select_thresholds(predictors[arm](valid_texts), valid_gold, threshold_strategy,
+                                           threshold_min_support, top1_fallback, relative_threshold=relative_threshold)
+                thresholds[arm] = chosen if chosen is not None else thresholds[arm]
+        if refit_examples is not None:
+            predictors = _predictors(*_labelled(*_instances(refit_examples, task, context_words)), task,
+                                     tuned=multi and validation is not None)
         for set_name, examples in eval_sets.items():
             texts, gold = _instances(examples, task, context_words)
             for arm, predict in predictors.items():
                 scores = compute_task_metrics(task, predict(texts), gold, per_label=False, **decision,
-                                              thresholds=[thresholds[arm]] * len(task["labels"]) if multi else None)
+                                              thresholds=thresholds[arm] if multi else None)
+                shown = thresholds[arm][0] if len(set(thresholds[arm])) == 1 else [round(t, 4) for t in thresholds[arm]]
                 rows += [{"arm": arm, "seed": 0, "task": task["name"], "eval_set": set_name, "metric": m,
-                          "value": float(scores[m]), **({"threshold": thresholds[arm]} if multi else {})}
+                          "value": float(scores[m]), **({"threshold": shown} if multi else {})}
                          for m in metrics if m in scores]
     return rows
+
+
+def _predictors(texts, gold, task: Mapping, tuned: bool) -> dict:
+    """The baselines fitted on ``(texts, gold)``: arm -> (texts -> probabilities)."""
+    predictors = {MAJORITY: lambda batch: majority_probabilities(gold, task, len(batch)),
+                  PRIORS: lambda batch: prior_probabilities(gold, task, len(batch)),
+                  TFIDF_LR: fit_tfidf_lr(texts, gold, task)}
+    if tuned:  # the same probabilities as PRIORS, with thresholds chosen on validation
+        predictors[PRIORS_TUNED] = predictors[PRIORS]
+    return predictors
 
 
 def _instances(examples, task: Mapping, context_words: int) -> tuple[list[str], np.ndarray]:

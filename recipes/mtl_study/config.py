@@ -62,7 +62,7 @@ class ExperimentArguments(LauncherArguments):
     """What the experiment runs and reports: its grid, its data, its statistics, its best models; and where its runs
     execute (the launcher options of :class:`~mtl_study.launchers.LauncherArguments`: sequentially or on Ray)."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed (>= 6 seeds for a Wilcoxon test to be able to reach p < 0.05)."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={"help": "Seeds; every arm runs once per seed. One two-sided Wilcoxon test needs >= 6 seeds to reach p < 0.05, and more once its p-value is adjusted for the report's other tests (Holm over m tests: m x 2/2^n < 0.05); the report says how many its tests need."})
     arms: list[str] = field(default_factory=lambda: list(ARCHITECTURES), metadata={"help": "Architectures to compare: stl (one model per task), mtl (hard sharing), mtl_adapters (per-task LoRA adapters)."})
     tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS), metadata={"help": "Task kinds to train: narratives (document level) and/or entity_framing (span level), at --granularity; task names are <kind>_<granularity>. A full task name (e.g. entity_framing_coarse) adds that task at its own granularity: the SemEval setting adds the 3-class main-role task next to the 22 fine roles."})
     granularity: str = field(default="coarse", metadata={"help": "Label granularity of every task: coarse (3 main roles, narratives) or fine (22 roles, subnarratives: the SemEval setting; give it more steps)."})

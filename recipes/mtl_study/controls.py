@@ -111,8 +111,8 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
             continue
         # The test ranks differences, so its direction is the rank-biserial's sign; a mean pulled up by one outlier
         # seed while most seeds favour the other arm is not a win.
-        gain = c.significant and c.mean_difference > 0 and (c.effect_size or 0.0) > 0
-        loss = c.significant and c.mean_difference < 0 and (c.effect_size or 0.0) < 0
+        gain = c.significant and c.direction == "higher" and c.mean_difference > 0
+        loss = c.significant and c.direction == "lower" and c.mean_difference < 0
         note = ""
         if control == "positive":
             expected = f"mtl > stl, adjusted p < {alpha}"

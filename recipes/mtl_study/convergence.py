@@ -55,6 +55,8 @@ def convergence_rows(summaries: Sequence[Mapping], arm_order: Sequence[str] | No
                                                if isinstance(e.get("best_validation"), (int, float))]),
             "metrics": sorted({str(e["primary_metric"]) for e in extras if e.get("primary_metric")}),
             "still_improving": sorted(str(run.get("run_id")) for run, e in zip(runs, extras) if e.get("still_improving") is True),
+            # a run that never evaluated on validation cannot say whether it was still improving
+            "improving_unknown": sum(e.get("still_improving") is None for e in known),
         })
     return out
 
@@ -73,6 +75,9 @@ def convergence_section(summaries: Sequence[Mapping], arm_order: Sequence[str] |
             stopped += f" ({r['unknown']} unknown)"
         metric = ", ".join(r["metrics"]) or UNKNOWN
         improving = str(len(r["still_improving"])) if r["unknown"] < r["runs"] else UNKNOWN
+        if r["unknown"] < r["runs"] and r["improving_unknown"]:
+            improving = (UNKNOWN if r["improving_unknown"] == r["runs"] - r["unknown"] else
+                         f"{improving} ({r['improving_unknown']} unknown: no validation)")
         body.append([r["arm"], r["runs"], stopped, r["median_steps"], f"{r['median_best_validation']} ({metric})", improving])
     lines = [markdown_table(["Arm", "Runs", "Stopped by early stopping / by a cap", "Median steps",
                              "Median best validation", "Ended still improving"], body)]
@@ -81,6 +86,9 @@ def convergence_section(summaries: Sequence[Mapping], arm_order: Sequence[str] |
         lines.append(f"**{NOT_CONVERGED.capitalize()}.** {len(improving)} run(s) ended at their step or epoch cap while "
                      f"the validation score (the mean over tasks, or one task's) was still improving: {', '.join(improving)}. Train longer (or with early "
                      f"stopping) before reading the differences between arms as differences between architectures.")
+    elif any(r["improving_unknown"] for r in rows):
+        lines.append("Runs without a validation evaluation cannot tell whether they were still improving: their "
+                     "convergence is unknown (train against a validation set and stop on it).")
     elif all(r["unknown"] == r["runs"] for r in rows):
         lines.append("The run summaries do not say how training ended (results of an older version): convergence unknown.")
     return "\n\n".join(lines)

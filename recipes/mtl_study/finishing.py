@@ -41,7 +41,8 @@ class HubPushError(RuntimeError):
 def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence[str] | None = None, extra_comparisons=(),
                  cross_domain=(), extra_sections=(), tasks: Sequence[str] | None = None, data_mixture: str = "",
                  eval_set: str = "test", baseline_eval_sets: Mapping | None = None,
-                 baseline_train_sets: Mapping | None = None, baseline_validation_sets: Mapping | None = None) -> Path:
+                 baseline_train_sets: Mapping | None = None, baseline_validation_sets: Mapping | None = None,
+                 baseline_tasks: Sequence[str] | None = None) -> Path:
     """Write the report, the cards and the console summary of ``study`` for its results ``rows``.
 
     ``baseline_eval_sets`` (name -> multi-task examples) are the sets the baselines (majority, label priors,
@@ -50,7 +51,8 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     (condition -> multi-task examples) are the training data they are fitted on: ``{"": train}`` by default (held
     against every arm); a condition ``c`` gives ``baseline_*@c`` rows, held against the arms ``<arm>@c`` only.
     ``baseline_validation_sets`` (condition -> multi-task examples) tune their thresholds, as the runs' own
-    validation sets tune theirs (default: the study's validation set).
+    validation sets tune theirs (default: the study's validation set). ``baseline_tasks``: the tasks that get
+    baselines (default: every task), for a recipe whose arms train some tasks on data no one baseline can share.
     """
     if not study._is_main():
         return study.output_dir / "report.md"
@@ -64,7 +66,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     report_rows = held_out or rows
     family = comparison_family(report_rows, baseline="stl", metric=a.primary_metric, arm_order=arm_order,
                                extra_comparisons=list(extra_comparisons), alpha=a.alpha, p_adjust=a.p_adjust)
-    baselines = _baselines(study, tasks, baseline_eval_sets, baseline_train_sets, baseline_validation_sets)
+    baselines = _baselines(study, list(baseline_tasks or tasks), baseline_eval_sets, baseline_train_sets, baseline_validation_sets)
     scored = {(r["task"], r["eval_set"]) for r in report_rows}
     if baselines and not scored & {(b["task"], b["eval_set"]) for b in baselines}:
         logger.warning("the baselines were scored on %s but the models on %s: no model is held against a baseline "
@@ -139,13 +141,18 @@ def _baselines(study: "Study", tasks: Sequence[str], eval_sets: Mapping | None, 
     train_sets = dict(train_sets) if train_sets is not None else {"": study.data.train}
     specs = study.data.specs(tasks)
     # The models' decision rule and averaging, so that "does not beat" compares the same metric.
-    decision = {"macro_average": study.training.macro_average, "top1_fallback": study.training.top1_fallback,
-                "relative_threshold": study.model_args.relative_threshold}
+    t = study.training
+    decision = {"macro_average": t.macro_average, "top1_fallback": t.top1_fallback,
+                "relative_threshold": study.model_args.relative_threshold,
+                "threshold_strategy": t.threshold_strategy if t.tune_thresholds else "none",
+                "threshold_min_support": t.threshold_min_support}
     rows = []
     try:
         for condition, train in train_sets.items():
             validation = (validation_sets or {}).get(condition, study.data.validation)
-            fitted = baseline_rows(train, eval_sets, specs, validation=validation, **decision)
+            # --refit_on_validation: the models are fitted again on training + validation, so are the baselines
+            refit = [*train, *validation] if study.args.refit_on_validation and validation is not None else None
+            fitted = baseline_rows(train, eval_sets, specs, validation=validation, refit_examples=refit, **decision)
             if study.args.official_metrics:
                 fitted += official_baseline_rows(train, eval_sets, specs, study._official_classes)
             suffix = f"{CONDITION_SEPARATOR}{condition}" if condition else ""

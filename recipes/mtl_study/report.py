@@ -362,8 +362,12 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
     lines = [f"# {inputs.title}", "", f"**Question.** {inputs.question}", ""]
     if inputs.setup:
         lines += ["## Setup", "", markdown_table(["Option", "Value"], [[k, _short(v)] for k, v in inputs.setup.items()]), ""]
-    lines += [f"Arms: {', '.join(arms_present)}; seeds: {seeds_present} ({len(seeds_present)} per arm); "
-              f"{len(rows)} results rows.", ""]
+    seeds_of = {arm: sorted({r["seed"] for r in rows if r["arm"] == arm}) for arm in arms_present}
+    if len({tuple(seeds) for seeds in seeds_of.values()}) <= 1:
+        seeds_text = f"seeds: {seeds_present} ({len(seeds_present)} per arm)"
+    else:  # some runs missing (failed, or not launched): the paired tests use the seeds both arms have
+        seeds_text = "seeds per arm: " + "; ".join(f"{arm} {seeds} ({len(seeds)})" for arm, seeds in seeds_of.items())
+    lines += [f"Arms: {', '.join(arms_present)}; {seeds_text}; {len(rows)} results rows.", ""]
     parameters = parameter_table(rows, inputs.arm_order, baseline)
     if parameters:
         lines += ["### Trainable parameters per arm", "", parameters, "",
@@ -375,7 +379,8 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
     if baselines:
         from .baselines import baseline_verdicts
 
-        lines += ["Rows in italics are reference baselines fitted on the same training data and scored with the same "
+        lines += ["Rows in italics are reference baselines fitted on the same training data (training + validation when "
+                  "the models are refitted on it) and scored with the same "
                   "metrics and decision rule (majority class, label priors, TF-IDF + logistic regression; see "
                   "`mtl_study.baselines`); a baseline named `…@<condition>` was fitted on that condition's training "
                   "data and is held against that condition's arms only.", "",
@@ -409,7 +414,8 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
         body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),
                  "significant" if c.significant else (
                      "not significant" if floors.get(id(c), 1.0) < c.alpha else "too few seeds"),
-                 "negative transfer" if c.mean_difference < 0 else "no loss"] for c in nt.comparisons]
+                 {"lower": "negative transfer", "mixed": "mixed (mean lower, most seeds higher)"}.get(c.direction, "no loss")]
+                for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
                   markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",
                                   "Direction"], body), "",

@@ -78,10 +78,16 @@ def min_adjusted_p_values(n_pairs: Sequence[int], method: str = "holm") -> list[
     raw p-value is not the family's smallest gets ``max`` over the step-down products of the tests ranked before it
     and its own: e.g. tests of 8 and 6 pairs reach 0.0156 and 0.0312, where ``2 x 2/2**6 = 0.0625`` would call the
     second unreachable. Exact: the other tests are placed at their own floors, and every number of them ranked first
-    (the smallest floors) is tried. Benjamini-Hochberg and no adjustment: the raw floor (a lower bound)."""
+    (the smallest floors) is tried. Benjamini-Hochberg: a test's adjusted p is the smallest ``m * t / k`` over the
+    p-values t at or above its own, k tests at or below t; at best every test sits at its floor, so the floor is the
+    smallest ``m * t / #{floors <= t}`` over the floors t at or above its own. No adjustment: the raw floor."""
     raw = [min_achievable_p_value(n) for n in n_pairs]
-    if _check_method(method) != "holm":
+    method = _check_method(method)
+    if method == "none":
         return raw
+    if method == "bh":
+        m = len(raw)
+        return [min(1.0, min(m * t / sum(f <= t for f in raw) for t in raw if t >= own)) for own in raw]
     m, floors = len(raw), []
     for j, own in enumerate(raw):
         others = sorted(raw[:j] + raw[j + 1:])
@@ -186,9 +192,22 @@ class PairedComparison:
         p = self.decision_p_value
         return p is not None and p < self.alpha
 
+    @property
+    def direction(self) -> str:
+        """``higher`` / ``lower`` (A against B) when the mean difference and the test's ranks (the rank-biserial's
+        sign) agree; ``mixed`` when they disagree (a mean pulled by one outlier seed while most seeds favour the
+        other arm: the test ranks, so its verdict points the ranks' way); ``equal`` with no difference."""
+        effect, mean = self.effect_size or 0.0, self.mean_difference
+        if mean == 0 and effect == 0:
+            return "equal"
+        if mean * effect < 0:
+            return "mixed"
+        return "higher" if mean > 0 or effect > 0 else "lower"
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["significant"] = self.significant
+        out["direction"] = self.direction
         return out
 
 
@@ -282,8 +301,8 @@ def paired_comparison(
     if nonzero < MIN_PAIRS_FOR_SIGNIFICANCE:
         note = (
             f"only {nonzero} non-tied seed pair(s): the smallest p-value a two-sided Wilcoxon test can give "
-            f"is {min_achievable_p_value(nonzero):.3g}, so p < {alpha} is unreachable; run at least "
-            f"{MIN_PAIRS_FOR_SIGNIFICANCE} seeds per arm to test this difference"
+            f"is {min_achievable_p_value(nonzero):.3g}, so p < {alpha} is unreachable even before adjustment for the "
+            f"other tests (the report says how many seeds its tests need)"
         )
     return PairedComparison(statistic=float(result.statistic), p_value=p_value,
                             effect_size=effect, note=note, **common)
@@ -317,6 +336,9 @@ def significance_requirement(comparisons: Sequence[PairedComparison], alpha: flo
                      f"{format_p(worst)}")
     if floor < alpha:
         return sentence + f"; {needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
+    if needed <= most:  # enough seeds, but the other tests' ties (BH ranks every test) keep this one above alpha
+        return sentence + (f"; so NO result can be significant at α = {alpha}: too few of the {m} tests have seeds on "
+                           f"which the arms differ.")
     return sentence + (f"; so NO result can be significant at α = {alpha}: {m} tests need at least {needed} seeds "
                        f"per arm.")
 
@@ -387,6 +409,9 @@ class NegativeTransfer:
                     f"task ({self.metric}).")
         verdict = ("significant" if worst.significant else
                    "not significant" if worst.p_value is not None else "not testable")
+        if worst.direction == "mixed":  # the test ranks: a significant result here favours the multi-task arm
+            verdict += (f"; mixed direction: most seeds favour {worst.arm_a} (rank-biserial r = "
+                        f"{worst.effect_size:+.2f}), the mean is pulled below by a few")
         p_text = f"p = {format_p(worst.p_value)}"
         if worst.p_adjust != "none":
             p_text += f", adjusted p ({worst.p_adjust}) = {format_p(worst.adjusted_p_value)}"
