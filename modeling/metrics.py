@@ -72,12 +72,30 @@ def decide_multi_label(
     return predicted
 
 
+def samples_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """Per-example F1 averaged over examples, an example with neither gold nor predicted labels scoring 1:
+    scikit-learn's ``f1_score(average="samples", zero_division=1.0)``, which refuses a single label column (it reads
+    ``[N, 1]`` as a binary target)."""
+    gold, predicted = np.asarray(gold, dtype=bool), np.asarray(predicted, dtype=bool)
+    if not len(gold):
+        return 0.0
+    both = (gold & predicted).sum(axis=1)
+    total = gold.sum(axis=1) + predicted.sum(axis=1)
+    return float(np.mean(np.where(total == 0, 1.0, 2.0 * both / np.maximum(total, 1))))
+
+
 def _indicator_metrics(
     predicted: np.ndarray, gold: np.ndarray, label_names: Sequence[str], macro_average: str
 ) -> dict[str, object]:
     """Micro/macro/samples F1, exact match and per-label F1 of 0/1 indicator matrices ``[N, C]`` (scikit-learn)."""
     predicted = np.asarray(predicted, dtype=bool).astype(np.int8)
     gold = np.asarray(gold, dtype=bool).astype(np.int8)
+    if gold.shape[1] == 1:  # one yes/no label: scikit-learn reads [N, 1] as a binary target of classes 0 and 1
+        f1 = float(f1_score(gold[:, 0], predicted[:, 0], average="binary", zero_division=0.0))
+        present = bool(gold.any() or predicted.any()) or macro_average != "present"
+        return {"micro_f1": f1, "macro_f1": f1 if present else 0.0, "macro_f1_num_labels": float(present),
+                "samples_f1": samples_f1(gold, predicted), "exact_match": float(accuracy_score(gold, predicted)),
+                "per_label_f1": {label_names[0]: f1}}
     per_label = f1_score(gold, predicted, average=None, zero_division=0.0)
     if macro_average == "present":
         # zero_division=nan leaves out (only) the labels that are neither gold nor predicted
@@ -91,7 +109,7 @@ def _indicator_metrics(
         "macro_f1": macro,
         "macro_f1_num_labels": float(averaged.sum()),
         # per-example F1; an example with neither gold nor predicted labels agrees perfectly (F1 = 1)
-        "samples_f1": float(f1_score(gold, predicted, average="samples", zero_division=1.0)),
+        "samples_f1": samples_f1(gold, predicted),
         "exact_match": float(accuracy_score(gold, predicted)),
         "per_label_f1": {name: float(value) for name, value in zip(label_names, per_label)},
     }

@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
 
-from .metrics import decide_multi_label, known_multi_label, labelled_mask
+from .metrics import decide_multi_label, known_multi_label, labelled_mask, samples_f1
 from .vocabulary import MULTI_LABEL
 
 THRESHOLD_STRATEGIES = ("shared", "per_label", "none")
@@ -56,12 +55,8 @@ def tune_shared_threshold(
     if not len(gold):
         return 0.5
     scores = np.asarray([
-        f1_score(
-            gold,
-            decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback, relative_threshold) & known,
-            average="samples",
-            zero_division=1.0,
-        )
+        samples_f1(gold, decide_multi_label(probabilities, np.full(gold.shape[1], value), top1_fallback,
+                                            relative_threshold) & known)
         for value in grid
     ])
     return _closest_to_half(grid, scores)

@@ -133,6 +133,10 @@ def test_arguments_validate_sections():
     quick = BenchmarkArguments(backbone="unused", quick=True)
     full = BenchmarkArguments(backbone="unused")
     assert quick.repeats < full.repeats and quick.inference_texts < full.inference_texts
+    for name, value in (("repeats", 0), ("train_fixed_steps", -1), ("entity_batch_size", 0)):
+        with pytest.raises(ValueError, match=f"--{name} must be >= 1"):
+            BenchmarkArguments(backbone="unused", **{name: value})
+    assert BenchmarkArguments(backbone="unused", train_warmup_steps=0).train_warmup_steps == 0
 
 
 # ------------------------------------------------------------------------------------------ what is optimised

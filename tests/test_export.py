@@ -112,9 +112,13 @@ def test_max_pooling_document_only_model_exports_without_span_input(tiny_backbon
     outputs, reference = _run_both(model, session, inputs)
     np.testing.assert_allclose(outputs[0], reference.logits["category"].numpy(), atol=1e-4, rtol=0)
     # The graph is exported in float32; a bf16 model is handed back in bf16, not silently converted.
+    # Verified against a float32 copy (the bf16 model itself differs from the graph by its rounding, ~1e-3).
     model = model.to(torch.bfloat16)
-    export_onnx(model, tmp_path / "doc_bf16.onnx", verify=False)
+    assert export_onnx(model, tmp_path / "doc_bf16.onnx").max_abs_diff < 1e-4
     assert next(model.parameters()).dtype == torch.bfloat16
+    # Short windows (max_length below the traced 16 tokens) export too
+    short = MultiTaskModel.from_backbone(tiny_backbone_dir, TASKS, max_length=12, stride=2).eval()
+    assert export_onnx(short, tmp_path / "short.onnx").max_abs_diff < 1e-4
 
 
 @pytest.mark.slow  # one more export per case (~10 s on 2 cores)
@@ -160,6 +164,18 @@ def test_verification_failure_is_reported(exported, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "verify_onnx", verify_against_changed_model)
     with pytest.raises(OnnxVerificationError, match="logits.category"):
         export_onnx(model, tmp_path / "tampered.onnx")
+    # a NaN in the reference must fail the check, not vanish from max(|difference|)
+    monkeypatch.setattr(export_module, "verify_onnx", real_verify)
+    bias = model.heads["category"].classifier.bias
+    original = bias.detach().clone()
+    with torch.no_grad():
+        bias[0] = float("nan")
+    try:
+        with pytest.raises(OnnxVerificationError, match="logits.category: non-finite values"):
+            export_onnx(model, tmp_path / "nan.onnx")
+    finally:
+        with torch.no_grad():
+            bias.copy_(original)
 
 
 @pytest.mark.slow  # one more export (~10 s on 2 cores)

