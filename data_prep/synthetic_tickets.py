@@ -20,9 +20,11 @@ Run ``data_prep.audit_label_leakage`` on the result: no pair is flagged at the d
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .files import atomic_write_text
 from .synthetic_text import TextGenerator
 
 CATEGORIES = {
@@ -107,16 +109,38 @@ def write_tickets(config: SyntheticTicketsConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(generate_tickets(config))
     suffix = out.suffix.lower()
+    marker = _config_path(out)
+    marker.unlink(missing_ok=True)  # the table is being replaced: no config may vouch for it until it is whole
+    partial = out.with_name(f".{out.name}.partial{out.suffix}")
     if suffix == ".csv":
-        frame.to_csv(out, index=False)
+        frame.to_csv(partial, index=False)
     elif suffix == ".jsonl":
-        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+        frame.to_json(partial, orient="records", lines=True, force_ascii=False)
     else:
-        frame.to_parquet(out, index=False)
-    out.with_name(out.name + ".config.json").write_text(
-        json.dumps({"synthetic": True, **{k: v for k, v in asdict(config).items() if k != "out"}}, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-    )
+        frame.to_parquet(partial, index=False)
+    os.replace(partial, out)  # a kill leaves the old table or the new one, never half of one
+    atomic_write_text(marker, json.dumps(_settings(config), indent=1, sort_keys=True) + "\n")  # last: vouches for it
     return out
+
+
+def _config_path(out: Path) -> Path:
+    return out.with_name(out.name + ".config.json")
+
+
+def _settings(config: SyntheticTicketsConfig) -> dict:
+    return {"synthetic": True, **{k: v for k, v in asdict(config).items() if k != "out"}}
+
+
+def synthetic_table_matches(config: SyntheticTicketsConfig) -> bool:
+    """Whether ``config.out`` holds a whole table generated with these settings (its config file, written last,
+    says so): reuse it; else regenerate it."""
+    out, marker = Path(config.out), _config_path(Path(config.out))
+    if not (out.is_file() and marker.is_file()):
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")) == _settings(config)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
 
 
 def main(argv=None) -> None:

@@ -377,18 +377,20 @@ class MultiTaskTrainer(Trainer):
         # checkpoint misses it and a run resumed from it never gets it (the trainer skips finished epochs).
         if self.state.epoch is not None and float(self.state.epoch).is_integer():
             self._end_epoch()
+        if self.args.should_save:  # before Trainer writes trainer_state.json, the file that makes a checkpoint whole
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            save_weighting_state(self.loss_weighting, os.path.join(folder, LOSS_WEIGHTING_FILE))
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            folder = os.path.join(self._get_output_dir(trial=trial), checkpoint)
-            if os.path.isdir(folder):
-                save_weighting_state(self.loss_weighting, os.path.join(folder, LOSS_WEIGHTING_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, LOSS_WEIGHTING_FILE)
         if os.path.isfile(path):
             self.loss_weighting.load_state_dict(load_weighting_state(path, self.args.device))
+        elif self.loss_weighting.state_dict():  # a learned or history-keeping weighting would restart silently
+            logger.warning("%s has no %s: the loss weighting restarts from its initial state", resume_from_checkpoint,
+                           LOSS_WEIGHTING_FILE)
 
     def _load_best_model(self) -> None:
         super()._load_best_model()

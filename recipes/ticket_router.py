@@ -25,7 +25,7 @@ from typing import Optional
 from data_prep.leakage import audit_label_leakage
 from data_prep.overlap import text_overlap
 from data_prep.splits import split_articles
-from data_prep.synthetic_tickets import SyntheticTicketsConfig, write_tickets
+from data_prep.synthetic_tickets import SyntheticTicketsConfig, synthetic_table_matches, write_tickets
 from data_prep.tables import load_table
 from mtl_study.config import parse_recipe_args
 from mtl_study.data import ExperimentData
@@ -41,16 +41,24 @@ class TicketArguments:
     label_columns: list[str] = field(default_factory=lambda: ["category", "urgency", "queue"], metadata={"help": "Label columns: one single-label head each."})
     audit_columns: list[str] = field(default_factory=list, metadata={"help": "Extra label columns checked by the leakage audit only (not trained)."})
     ticket_rows: int = field(default=500, metadata={"help": "Rows of the synthetic table (when no --data_file)."})
-    latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of)."})
+    latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of; >= 1)."})
     stratify_by: str = field(default="first_label", metadata={"help": "Label column whose classes the test and validation splits keep in proportion ('first_label': the first trained column of --label_columns; 'none': a plain random split). A class with one row stays in train instead of landing, unlearnable, in test; classes of fewer than 1/eval_fraction rows are pooled into one stratum."})
+
+    def __post_init__(self):
+        if self.latency_repeats < 1:
+            raise ValueError(f"--latency_repeats must be >= 1, got {self.latency_repeats}")
+        if self.ticket_rows < 1:
+            raise ValueError(f"--ticket_rows must be >= 1, got {self.ticket_rows}")
 
 
 def load_tickets(output_dir, args, tickets) -> ExperimentData:
     """The ticket table split into train / validation / test; unknown columns fail here, before any run."""
     synthetic = tickets.data_file is None
     path = Path(output_dir) / "data" / "tickets.csv" if synthetic else Path(tickets.data_file)
-    if synthetic and not path.is_file():
-        write_tickets(SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows))
+    if synthetic:
+        config = SyntheticTicketsConfig(out=str(path), rows=tickets.ticket_rows)
+        if not synthetic_table_matches(config):  # another --ticket_rows, or a table cut short by a kill: regenerate
+            write_tickets(config)
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
     if tickets.stratify_by not in ("first_label", "none", *audited):
         raise ValueError(f"--stratify_by {tickets.stratify_by!r}: not a label column {audited} (or 'first_label', 'none')")

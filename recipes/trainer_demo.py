@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.synthetic_text import TextGenerator  # noqa: E402
+from modeling.training_args import LOSS_WEIGHTINGS  # noqa: E402
 
 TOPICS = {
     "sports": ["match", "goal", "coach", "league", "stadium", "season", "player", "referee"],
@@ -77,7 +78,8 @@ def encode(examples: list[dict], tokenizer, labelled: tuple[str, ...], start: in
 
 def main(argv=None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", nargs="+", default=["static", "uncertainty", "gradnorm", "pcgrad", "dwa"])
+    parser.add_argument("--strategies", nargs="+", choices=LOSS_WEIGHTINGS, default=list(LOSS_WEIGHTINGS),
+                        help="loss weightings to train, one model each (checked before the first trains)")
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--train_size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)

@@ -104,3 +104,44 @@ def test_no_semeval_text_is_scored_that_training_saw_under_another_id(tmp_path):
     assert not texts["validation"] & texts["test"]
     assert "EN_UA_104569.txt (test -> train)" in data.load_summary  # the same article as EN_UA_300050.txt
     assert len(data.train) + len(data.validation) + len(data.test) == 399
+
+
+def test_the_synthetic_ticket_table_is_regenerated_when_its_settings_differ_or_it_was_cut_short(tmp_path):
+    from ticket_router import TicketArguments, load_tickets
+
+    from mtl_study.config import parse_recipe_args
+
+    def rows_of(*options):
+        args, training, _, tickets = parse_recipe_args(
+            "ticket_router", ["--output_dir", str(tmp_path / "out"), *options], extra=[TicketArguments])
+        data = load_tickets(training.output_dir, args, tickets)
+        return len(data.train) + len(data.validation) + len(data.test)
+
+    table = tmp_path / "out" / "data" / "tickets.csv"
+    assert rows_of("--ticket_rows", "300") == 300
+    assert rows_of("--ticket_rows", "80") == 80  # not the 300-row table left by the first launch
+    first = table.read_text(encoding="utf-8")
+    assert rows_of("--ticket_rows", "80") == 80 and table.read_text(encoding="utf-8") == first  # reused
+    table.with_name("tickets.csv.config.json").unlink()  # as a kill between the table and its config leaves it
+    table.write_text(first[: len(first) // 2], encoding="utf-8")
+    assert rows_of("--ticket_rows", "80") == 80
+    with pytest.raises(ValueError, match="--latency_repeats must be >= 1"):
+        TicketArguments(latency_repeats=0)
+
+
+def test_a_task_without_labels_is_refused_before_any_run(tmp_path):
+    import shutil
+
+    from conftest import shared_data_path
+
+    from mtl_study.config import parse_recipe_args
+    from mtl_study.study import Study
+
+    release = tmp_path / "release"
+    shutil.copytree(shared_data_path("semeval2025_task10_sample"), release)
+    (release / "EN" / "subtask-1-annotations.txt").unlink()
+    parsed = parse_recipe_args("architecture_comparison", ["--output_dir", str(tmp_path / "out"), "--data_dir",
+                                                           str(release), "--arms", "mtl", "--seeds", "0"])
+    study = Study(*parsed, "architecture_comparison", "t", "q")
+    with pytest.raises(ValueError, match="task 'entity_framing_(coarse|fine)' has no labelled example in the training split"):
+        study.check_runs(study.architecture_specs(list(study.data.tasks)))

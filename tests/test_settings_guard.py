@@ -86,3 +86,66 @@ def test_runs_split_under_older_rules_are_not_reused(tmp_path):
     (folder / SETTINGS_FILE).write_text(json.dumps(old))
     with pytest.raises(ValueError, match=r"split_version: None -> 2"):
         check_study_settings(folder, settings_of(tmp_path))
+
+
+def test_every_training_flag_counts_but_the_known_harmless_ones(tmp_path):
+    folder = tmp_path / "study"
+    check_study_settings(folder, settings_of(tmp_path))
+    finished_a_run(folder)
+    for flag, value in (("--ignore_data_skip", "true"), ("--dataloader_drop_last", "true"),
+                        ("--eval_delay", "3")):
+        with pytest.raises(ValueError, match=flag.lstrip("-")):
+            check_study_settings(folder, settings_of(tmp_path, flag, value))
+    check_study_settings(folder, settings_of(tmp_path, "--card_license", "mit", "--dataloader_num_workers", "2",
+                                             "--per_device_eval_batch_size", "3"))
+
+
+def test_a_folder_recorded_before_a_setting_counted_is_checked_on_what_it_recorded(tmp_path):
+    folder = tmp_path / "study"
+    settings = settings_of(tmp_path)
+    older = {k: v for k, v in settings.items() if not k.endswith(".train_sampling_strategy")}
+    folder.mkdir()
+    (folder / SETTINGS_FILE).write_text(json.dumps(older), encoding="utf-8")
+    finished_a_run(folder)
+    check_study_settings(folder, settings)  # the unrecorded setting cannot be checked: not a reason to refuse
+    with pytest.raises(ValueError, match="learning_rate"):
+        check_study_settings(folder, settings_of(tmp_path, "--learning_rate", "0.1"))
+
+
+def test_a_ticket_table_is_known_by_its_content_not_its_name(tmp_path, monkeypatch):
+    from ticket_router import TicketArguments
+
+    def of(folder):
+        monkeypatch.chdir(folder)
+        parsed = parse_recipe_args("ticket_router", ["--output_dir", str(tmp_path / "study"), "--data_file", "t.csv"],
+                                   extra=[TicketArguments])
+        return study_settings("ticket_router", parsed)
+
+    for name, rows in (("a", "text,y\nx,1\n"), ("b", "text,y\nx,2\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "t.csv").write_text(rows, encoding="utf-8")
+    assert of(tmp_path / "a") != of(tmp_path / "b")
+    (tmp_path / "b" / "t.csv").write_text("text,y\nx,1\n", encoding="utf-8")
+    a, b = of(tmp_path / "a"), of(tmp_path / "b")
+    assert a["TicketArguments.data_file_sha256"] == b["TicketArguments.data_file_sha256"]
+
+
+def test_flags_the_study_sets_per_run_are_refused(tmp_path):
+    for flag, value, where in (("--seed", "3", "--seeds"), ("--metric_for_best_model", "loss", "--primary_metric"),
+                               ("--resume_from_checkpoint", "x", "relaunch")):
+        with pytest.raises(ValueError, match=f"{flag} has no effect in a study: it is set per run from.*{where}"):
+            parse_recipe_args("architecture_comparison", ["--output_dir", str(tmp_path), flag, value])
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="--seed has no effect"):
+        parse_recipe_args("architecture_comparison", ["--config", str(config)])
+
+
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 5e-5\nhead_learning_rate: 1e-3\n", encoding="utf-8")
+    _, training, _ = parse_recipe_args("architecture_comparison", ["--config", str(config)])
+    assert training.learning_rate == 5e-5 and training.head_learning_rate == 1e-3
+    config.write_text("learning_rate: fast\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="option 'learning_rate' expects float"):
+        parse_recipe_args("architecture_comparison", ["--config", str(config)])

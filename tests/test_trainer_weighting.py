@@ -244,3 +244,25 @@ def test_unknown_multi_label_entries_are_neither_positive_nor_negative():
     pos_weight = balanced_loss_options(Dataset.from_list(rows), tags)["pos_weight"]
     torch.testing.assert_close(pos_weight, torch.tensor([1.0, 1.0]))
 
+
+
+def test_the_weighting_state_is_in_a_checkpoint_before_it_is_whole(tiny_backbone_dir, tmp_path, monkeypatch):
+    """Trainer writes trainer_state.json, the file that marks a checkpoint whole, inside `_save_checkpoint`: the
+    weighting state must already be there, or a kill in between resumes with a fresh weighting."""
+    import os
+
+    from transformers import Trainer
+
+    seen = []
+    real = Trainer._save_checkpoint
+
+    def checked(self, model, trial):
+        folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+        seen.append(os.path.isfile(os.path.join(folder, "loss_weighting.pt")))
+        return real(self, model, trial)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", checked)
+    args = make_args(tmp_path, loss_weighting="uncertainty", max_steps=4, save_strategy="steps", save_steps=2)
+    MultiTaskTrainer(model=make_model(tiny_backbone_dir, TWO_TASKS), args=args,
+                     train_dataset=make_dataset(16, seed=5, tasks=TWO_TASKS, labelled=("topic", "tags"))).train()
+    assert seen == [True, True]

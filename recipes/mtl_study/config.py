@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import yaml
 from transformers import HfArgumentParser
@@ -289,6 +289,28 @@ def _matches(value, annotation) -> bool:
     return True
 
 
+def _accepts_float(annotation) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_accepts_float(member) for member in typing.get_args(annotation))
+    return annotation is float
+
+
+#: TrainingArguments flags the study sets for every run: a value given for them would be silently replaced
+OVERRIDDEN_TRAINING_FLAGS = {"seed": "--seeds", "data_seed": "--seeds", "run_name": "the run's name (arm__seed)",
+                             "metric_for_best_model": "--primary_metric", "greater_is_better": "--primary_metric",
+                             "resume_from_checkpoint": "a relaunch into the same --output_dir (it resumes each run)"}
+
+
+def refuse_overridden_training_flags(argv: Sequence[str], config_values: Mapping | None = None) -> None:
+    """Raise when a flag the study sets per run was given on the command line or in the YAML (it would have no
+    effect), naming what sets it."""
+    named = {item[2:].split("=", 1)[0] for item in argv if item.startswith("--")} | set(config_values or {})
+    given = [name for name in OVERRIDDEN_TRAINING_FLAGS if name in named]
+    if given:
+        raise ValueError("; ".join(f"--{name} has no effect in a study: it is set per run from "
+                                   f"{OVERRIDDEN_TRAINING_FLAGS[name]}" for name in given))
+
+
 def _field_types(dataclass_types: Sequence[type]) -> dict:
     types_by_name = {}
     for cls in dataclass_types:
@@ -314,7 +336,12 @@ def yaml_defaults(path: str, dataclass_types: Sequence[type]) -> dict:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{config_path}: unknown option(s) {unknown}; see --help for the known options")
-    for name, value in values.items():
+    for name, value in list(values.items()):
+        if isinstance(value, str) and _accepts_float(known[name]) and not _matches(value, known[name]):
+            try:  # PyYAML reads 5e-5 (no dot) as a string; the command line takes it as a number
+                values[name] = value = float(value)
+            except ValueError:
+                pass
         if not _matches(value, known[name]):
             expected = _type_name(known[name])
             hint = f" (write a list: {name}: [{value}])" if "list" in expected and not isinstance(value, list) else ""
@@ -359,8 +386,9 @@ def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Seq
     parser.add_argument("--config", type=str, default=None, help="YAML file of option: value defaults; the command line overrides them.")
     parser.set_defaults(output_dir=f"outputs/{recipe}")
     config_path = _config_path(argv)
+    values = yaml_defaults(config_path, dataclass_types) if config_path else {}
+    refuse_overridden_training_flags(argv, values)
     if config_path:
-        values = yaml_defaults(config_path, dataclass_types)
         try:
             parser.set_defaults(**values)
             outputs = parser.parse_args_into_dataclasses(args=argv)

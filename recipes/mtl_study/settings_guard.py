@@ -31,19 +31,27 @@ logger = logging.getLogger(__name__)
 SETTINGS_FILE = "study_settings.json"
 #: Experiment fields that extend the grid or change only the report or the launch, never a run's results.
 NOT_RESULT_FIELDS = frozenset({
-    "seeds", "arms", "alpha", "p_adjust", "cpu_threads", "cache_frozen_layers", "save_best_model",
+    "seeds", "arms", "alpha", "p_adjust", "cpu_threads", "cache_frozen_layers", "save_best_model", "card_license",
     *(f.name for f in dataclasses.fields(LauncherArguments)),
 })
-#: The fields of ``transformers.TrainingArguments`` that shape a run (the rest: logging, saving, hardware, Hub).
-#: Every field the multi-task arguments add counts, but the per-label logging switch.
-RESULT_TRAINING_FIELDS = frozenset({
-    "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs",
-    "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "eval_strategy", "eval_steps", "save_strategy",
-    "save_steps", "label_smoothing_factor", "optim", "optim_args", "bf16", "fp16", "tf32", "load_best_model_at_end",
-    "metric_for_best_model", "greater_is_better", "full_determinism", "torch_compile", "neftune_noise_alpha",
+#: The fields of ``transformers.TrainingArguments`` that cannot change a run's results (logging, saving, Hub,
+#: evaluation batching, data-loader workers, the process's rank): every other field counts, so a flag added by a
+#: newer transformers counts until it is known harmless. ``seed``, ``data_seed``, ``run_name``,
+#: ``metric_for_best_model`` and ``greater_is_better`` are set per run by the study (``--seeds``,
+#: ``--primary_metric``) and refused on the command line (``config.refuse_overridden_training_flags``).
+HARMLESS_TRAINING_FIELDS = frozenset({
+    "output_dir", "run_name", "project", "report_to", "logging_strategy", "logging_steps", "logging_first_step",
+    "logging_nan_inf_filter", "log_level", "log_level_replica", "log_on_each_node", "disable_tqdm", "debug",
+    "skip_memory_metrics", "include_num_input_tokens_seen", "save_total_limit", "save_on_each_node",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+    "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "resume_from_checkpoint", "local_rank",
+    "do_train", "do_eval", "do_predict", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics", "prediction_loss_only",
+    "include_for_metrics", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "dataloader_multiprocessing_context", "ddp_timeout", "ddp_backend",
+    "torch_empty_cache_steps", "seed", "data_seed", "metric_for_best_model", "greater_is_better",
+    "ddp_find_unused_parameters", "accelerator_config", "restore_callback_states_from_checkpoint",
 })
-_BASE_TRAINING_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainingArguments))
 _NOT_RESULT_TRAINING_FIELDS = frozenset({"log_per_label_metrics"})
 
 
@@ -64,9 +72,7 @@ def _plain(value: Any) -> Any:
 
 def _counts(name: str, owner: object) -> bool:
     if isinstance(owner, TrainingArguments):
-        if name in _BASE_TRAINING_FIELDS:
-            return name in RESULT_TRAINING_FIELDS
-        return name not in _NOT_RESULT_TRAINING_FIELDS
+        return name not in HARMLESS_TRAINING_FIELDS and name not in _NOT_RESULT_TRAINING_FIELDS
     return name not in NOT_RESULT_FIELDS
 
 
@@ -79,10 +85,22 @@ def study_settings(recipe: str, parsed: Sequence[object]) -> dict[str, Any]:
         for f in dataclasses.fields(owner):
             if not f.name.startswith("_") and _counts(f.name, owner):
                 value = getattr(owner, f.name, None)
-                if f.name in ("data_dir", "model_name_or_path") and isinstance(value, str) and Path(value).exists():
+                if f.name in ("data_dir", "model_name_or_path", "data_file") and isinstance(value, str) and Path(value).exists():
                     value = Path(value)  # the same folder named two ways is the same data
                 settings[f"{type(owner).__name__}.{f.name}"] = _plain(value)
+                if f.name == "data_file" and isinstance(value, Path) and value.is_file():  # same name, other table?
+                    settings[f"{type(owner).__name__}.data_file_sha256"] = _sha256(value)
     return settings
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _holds_runs(output_dir: Path) -> bool:
@@ -108,7 +126,13 @@ def check_study_settings(output_dir: str | Path, settings: dict[str, Any], recor
                 stored = json.loads(path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"{path}: unreadable ({error}); restore it or use a new --output_dir") from error
-            changed = [key for key in sorted(set(stored) | set(settings)) if stored.get(key) != settings.get(key)]
+            # A setting the folder did not record (an older version did not count it) cannot be checked; but a
+            # folder from before the split rules were versioned was split under older ones.
+            unrecorded = sorted(set(settings) - set(stored) - {"recipe", "split_version"})
+            if unrecorded:
+                logger.info("%s was recorded before these settings counted; they are not checked: %s", path,
+                            ", ".join(key.split(".", 1)[-1] for key in unrecorded))
+            changed = [key for key in sorted({*stored, "recipe", "split_version"}) if stored.get(key) != settings.get(key)]
             if changed:
                 shown = "; ".join(f"{key.split('.', 1)[-1]}: {stored.get(key)!r} -> {settings.get(key)!r}"
                                   for key in changed[:8])

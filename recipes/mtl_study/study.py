@@ -84,6 +84,20 @@ def setup_logging(log_level: int) -> None:
     filter_expected_noise()
 
 
+MISSING_LABELS_HINT = ("its annotations are missing (for SemEval: subtask-1-annotations.txt holds entity framing, "
+                       "subtask-2-annotations.txt narratives), or the split is too small")
+
+
+def _labelled(value) -> bool:
+    """A task's value on one example carries a label: a class, a non-empty label list (a multi-label document), or
+    for a span task's per-mention list, at least one mention's label."""
+    if not isinstance(value, list):
+        return value is not None
+    if all(isinstance(item, str) for item in value):
+        return bool(value)
+    return any(item is not None and item != [] for item in value)
+
+
 class Study:
     """Shared machinery of a recipe.
 
@@ -208,6 +222,25 @@ class Study:
             if metric not in valid:
                 raise ValueError(f"--primary_metric {metric}: task {name!r} does not report it; "
                                  f"metrics every task reports: {valid}")
+            # else a run fails mid-study, or an mtl arm silently drops the task
+            if not any(_labelled(example.get(name)) for example in self.data.train):
+                raise ValueError(f"task {name!r} has no labelled example in the training split of {self.data.source}: "
+                                 f"{MISSING_LABELS_HINT}")
+        validated = {name for name in dict.fromkeys(t for s in specs for t in s.tasks)
+                     if any(_labelled(example.get(name)) for example in self.data.validation)}
+        for spec in specs:  # a run stops on, and picks its checkpoint by, the tasks labelled in validation
+            if not validated & set(spec.tasks):
+                raise ValueError(f"run {spec.run_id}: none of its tasks {list(spec.tasks)} has a labelled example in "
+                                 f"the validation split of {self.data.source}: {MISSING_LABELS_HINT}")
+        adapter_specs = [s for s in specs if s.sharing == "adapters"]
+        if adapter_specs:  # a dry build (random weights): bad target modules or layers fail now, not after other arms
+            from transformers import AutoConfig
+
+            from modeling import MultiTaskConfig, MultiTaskModel
+
+            backbone = AutoConfig.from_pretrained(self.model_args.model_name_or_path)
+            MultiTaskModel(MultiTaskConfig(backbone_config=backbone, tasks=self.data.specs(adapter_specs[0].tasks),
+                                           sharing="adapters", **self.model_args.model_options("adapters")))
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
                           eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None,
