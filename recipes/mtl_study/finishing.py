@@ -248,8 +248,9 @@ def print_summary(study: "Study", rows: Sequence[Mapping], report: Path, family,
         print(f"  data: {line.strip()}")
     for run_id, error in sorted(failed.items()):
         print(f"  FAILED run {run_id}: {error}")
+    models = study.output_dir / "best" if a.save_best_model else "none kept (--save_best_model false)"
     print(f"  report:  {report}\n  results: {study.output_dir / 'results.jsonl'}\n  figures: {study.output_dir / 'figures'}\n"
-          f"  models:  {study.output_dir / 'best'}", flush=True)
+          f"  models:  {models}", flush=True)
 
 
 def _hub_id_of(model_name_or_path: str) -> str:

@@ -365,21 +365,23 @@ class ExperimentRunner:
         failed[run_id] = message
 
     def _record(self, task: RunTask, rows: list[dict], outcome: RunOutcome, seconds: float) -> None:
-        """Driver only: log history, best model, then the results block (last: it marks the run finished)."""
+        """Driver only: log history, summary, best model, then the results block (last: it marks the run finished)."""
         spec, run_dir = task.spec, self.run_dir(task.spec)
         atomic_write_json(run_dir / "log_history.json", outcome.log_history)
         model_dir = Path(outcome.model_dir) if outcome.model_dir is not None else None
         if model_dir is not None and not model_dir.is_dir():
             raise FileNotFoundError(f"run {spec.run_id} reports its model in {model_dir}, which the driver cannot see: "
                                     "the output folder must be shared by the driver and every worker")
-        if self.save_best and model_dir is not None:
-            self._maybe_save_best(spec, rows, model_dir)
-        self.store.append_run(spec.run_id, rows)
+        # The summary before the results block: a kill between the two re-runs the run (rewriting its summary),
+        # where the other order would leave a finished run without the summary the convergence table reads.
         atomic_write_json(run_dir / "run_summary.json", {
             "run_id": spec.run_id, "arm": spec.arm, "seed": spec.seed, "tasks": spec.tasks,
             "condition": spec.condition, "seconds": round(seconds, 2), "resumed_from": task.resume,
             "attempt": task.attempt, "extra": outcome.extra,
         })
+        if self.save_best and model_dir is not None:
+            self._maybe_save_best(spec, rows, model_dir)
+        self.store.append_run(spec.run_id, rows)
         if model_dir is not None:  # not its arm's best (the best was moved away): one model per run adds up
             shutil.rmtree(model_dir, ignore_errors=True)
         if not self.keep_checkpoints:
