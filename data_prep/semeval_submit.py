@@ -175,6 +175,8 @@ def write_submission(
     this model would not rewrite (an entity file next to a narratives-only model) is refused, since a scorer would
     read it as this model's, unless ``keep_existing`` (to combine two models' files in one folder)."""
     check_fine_role_decoding(fine_roles)  # before the model is loaded
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     model_dir, out = Path(model_dir), Path(out)
     tasks = _model_tasks(model_dir)
     roles = task_roles(tasks)

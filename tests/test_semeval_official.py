@@ -456,6 +456,7 @@ def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_facto
     (root / "a_file").write_text("not a folder", encoding="utf-8")
     named = ["--documents", str(documents), "--mentions", str(mentions)]
     assert "a_file is a file" in error(*named, "--out", str(root / "a_file"))  # the last --out wins
+    assert "--batch-size must be >= 1" in error(*named, "--batch-size", "0")
     # Good inputs reach the model, whose missing weights are then named.
     assert "no weights file" in error(*named)
 
