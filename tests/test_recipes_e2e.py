@@ -170,6 +170,7 @@ def test_recipe_end_to_end_tiny(recipe, extra, arms, tiny_backbone_dir, tmp_path
         assert list((out / "figures").glob("cross_domain_*.png"))
         # baselines fitted per training domain, scored on the per-domain test sets the models were scored on
         assert "*baseline_tfidf_lr@URW*" in report and "*baseline_tfidf_lr@both*" in report
+        assert "## Negative transfer" in report  # mtl@d against stl@d
     if recipe.startswith("cross_domain"):
         verdicts = [line for line in report.splitlines() if line.startswith("- ") and "baseline" in line]
         assert verdicts and all("(test)" not in line for line in verdicts)

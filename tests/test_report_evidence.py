@@ -117,3 +117,17 @@ def test_the_seeds_of_each_arm_are_listed_when_runs_are_missing(tmp_path):
     text = write_report(tmp_path, data, ReportInputs(title="t", question="q")).read_text()
     assert "seeds per arm: mtl [0, 1, 2] (3); stl [0, 1, 2, 3, 4, 5] (6)" in text
     assert "(6 per arm)" in write_report(tmp_path, rows(), ReportInputs(title="t", question="q")).read_text()
+
+
+def test_arms_of_a_condition_are_held_against_the_single_task_arm_of_that_condition(tmp_path):
+    from mtl_study.stats import comparison_family, negative_transfer
+
+    data = [{**r, "arm": f"{r['arm']}@{domain}", "value": r["value"] - (0.2 if domain == "CC" and r["arm"] == "mtl" else 0)}
+            for domain in ("URW", "CC") for r in rows(seeds=range(8))]
+    pairs = [("mtl@URW", "stl@URW"), ("mtl@CC", "stl@CC"), ("mtl@CC", "stl@URW")]
+    family = comparison_family(data, extra_comparisons=pairs)
+    nt = negative_transfer(data, family=family)
+    assert {(c.arm_a, c.arm_b) for c in nt.comparisons} == {("mtl@URW", "stl@URW"), ("mtl@CC", "stl@CC")}
+    assert nt.worst.arm_a == "mtl@CC"
+    text = write_report(tmp_path, data, ReportInputs(title="t", question="q", extra_comparisons=pairs)).read_text()
+    assert "## Negative transfer" in text and "| mtl@CC |" in text.split("## Negative transfer", 1)[1]

@@ -20,7 +20,7 @@ from .official import official_baseline_rows
 from .report import ReportInputs, write_report
 from .results import atomic_write_text
 from .runner import best_models
-from .stats import comparison_family, negative_transfer, summarize
+from .stats import against_baseline, comparison_family, negative_transfer, summarize
 from .training import VALIDATION, selection_metric
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,9 +182,9 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
         license, license_note = card_license(a.card_license, study.data.synthetic, dataset_name)
         card = build_model_card(
             arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
-            all_rows=rows, comparisons=[c for c in family if c.arm_a == arm and c.arm_b == "stl"],
+            all_rows=rows, comparisons=[c for c in family if c.arm_a == arm and against_baseline(c, "stl")],
             base_model=_hub_id_of(m.model_name_or_path), model_name=f"{study.recipe}-{revision}", recipe=study.recipe,
-            sharing=config.sharing if arm != "stl" else "stl",
+            sharing=config.sharing if arm.partition("@")[0] != "stl" else "stl",
             model_options={"num_frozen_layers": config.num_frozen_layers, "max_length": config.max_length,
                            "stride": config.stride, "pooling": config.pooling, "span_pooling": config.span_pooling,
                            "window_aggregation": config.window_aggregation},
@@ -237,7 +237,7 @@ def print_summary(study: "Study", rows: Sequence[Mapping], report: Path, family,
     print(f"\n[{study.recipe}] finished in {time.time() - study.started:.0f}s", flush=True)
     for s in summarize([*rows, *baselines], metric=a.primary_metric):
         print(f"  {s.arm:<22} {s.task:<24} {s.eval_set:<10} {a.primary_metric} {s.formatted()} (n={s.n})")
-    if any(r["arm"] == "stl" for r in rows):
+    if any(r["arm"].partition("@")[0] == "stl" for r in rows):
         nt = negative_transfer(rows, baseline="stl", metric=a.primary_metric, alpha=a.alpha, p_adjust=a.p_adjust,
                                family=family)
         print(f"  {nt.summary_sentence()}")

@@ -408,7 +408,7 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
     else:
         lines += ["No pair of arms shares tasks and seeds: nothing to test.", ""]
 
-    if baseline in arms_present and len(arms_present) > 1:
+    if any(arm.partition("@")[0] == baseline for arm in arms_present) and len(arms_present) > 1:
         nt = negative_transfer(rows, baseline=baseline, metric=metric, alpha=inputs.alpha, family=comparisons)
         floors = family_floors(comparisons, inputs.p_adjust)  # nt.comparisons are the family's own objects
         body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),

@@ -335,7 +335,7 @@ def negative_transfer(
     """
     if family is not None:
         # Multi-task arms only: a single-task control (stl_duplicated) against stl is not transfer of any kind.
-        comparisons = [c for c in family if c.arm_b == baseline and (eval_set is None or c.eval_set == eval_set)
+        comparisons = [c for c in family if against_baseline(c, baseline) and (eval_set is None or c.eval_set == eval_set)
                        and not _is_single_task_arm(c.arm_a)]
         return NegativeTransfer(baseline=baseline, metric=metric, comparisons=comparisons)
     arms = sorted({r["arm"] for r in rows if not is_baseline_arm(r["arm"]) and not _is_single_task_arm(r["arm"])}
@@ -344,6 +344,13 @@ def negative_transfer(
     for arm in arms:
         comparisons.extend(compare_arms(rows, arm, baseline, metric, eval_set=eval_set, alpha=alpha))
     return NegativeTransfer(baseline=baseline, metric=metric, comparisons=adjust_comparisons(comparisons, p_adjust))
+
+
+def against_baseline(comparison: PairedComparison, baseline: str = "stl") -> bool:
+    """Whether a comparison holds an arm against `baseline`: ``baseline`` itself, or ``baseline@c`` for an arm of
+    the same condition ``c`` (``mtl@URW`` against ``stl@URW``, as cross-domain recipes compare)."""
+    arm_b, _, condition = comparison.arm_b.partition("@")
+    return arm_b == baseline and comparison.arm_a.partition("@")[2] == condition
 
 
 def _is_single_task_arm(arm: str) -> bool:
