@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .files import atomic_write_text
 from .synthetic_text import TextGenerator
 from .taxonomy import FINE_ROLES_BY_MAIN, FINE_TO_MAIN, MAIN_ROLES, OTHER, NarrativeTaxonomy, write_narrative_taxonomy
 
@@ -334,14 +336,20 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
 def generate_synthetic_corpus(config: SyntheticConfig) -> Path:
     """Write the synthetic corpus described by ``config`` and return its folder."""
     out = Path(config.out)
+    marker = out / "synthetic_config.json"
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():  # never delete what this generator did not write
+            raise FileExistsError(f"{out} is not empty and holds no synthetic corpus (no {marker.name}): "
+                                  "give an empty or new --out")
+        marker.unlink()  # written last: a corpus cut short by a kill is never taken as whole
+        for stale in ("EN", "dev", "taxonomy"):  # an earlier corpus's articles or dev split must not outlive it
+            shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     design = _Design(config)
     train = _write_split(out, random.Random(f"synthetic-train-{config.seed}"), design, config.train_articles, 1)
     dev = None
     if config.dev_articles:
         dev = _write_split(out / "dev", random.Random(f"synthetic-dev-{config.seed}"), design, config.dev_articles, 500001)
-    settings = {k: v for k, v in asdict(config).items() if k != "out"}  # the files do not depend on where they are
-    (out / "synthetic_config.json").write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     readme = [
         "# Synthetic SemEval-2025 Task 10-style corpus",
         "",
@@ -355,6 +363,8 @@ def generate_synthetic_corpus(config: SyntheticConfig) -> Path:
         "",
     ]
     (out / "README.md").write_text("\n".join(readme), encoding="utf-8")
+    settings = {k: v for k, v in asdict(config).items() if k != "out"}  # the files do not depend on where they are
+    atomic_write_text(marker, json.dumps(settings, indent=1, sort_keys=True) + "\n")  # last: the corpus is whole
     return out
 
 

@@ -58,7 +58,7 @@ class SyntheticTicketsConfig:
     seed: int = field(default=0, metadata={"help": "Random seed (same seed and settings -> identical file)."})
     median_words: int = field(default=24, metadata={"help": "Median words per ticket (about 30 word-piece tokens)."})
     length_spread: float = field(default=0.6, metadata={"help": "Log-normal sigma of the length (0 = fixed length)."})
-    queue_consistency: float = field(default=0.75, metadata={"help": "Probability that the queue is the category's default queue."})
+    queue_consistency: float = field(default=0.75, metadata={"help": "Probability that the queue is set to the category's default queue; otherwise it is drawn from all 4 queues, default included (so the default's share is q + (1 - q) / 4)."})
     missing_category: float = field(default=0.1, metadata={"help": "Share of rows without a category label."})
     missing_urgency: float = field(default=0.25, metadata={"help": "Share of rows without an urgency label."})
     missing_queue: float = field(default=0.15, metadata={"help": "Share of rows without a queue label."})

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 _STORAGE_DTYPES = {torch.float16: "float16", torch.float32: "float32"}
 # Bump when the stored content changes meaning, so that old cache files are not reused.
-_CACHE_FORMAT_VERSION = 1
+_CACHE_FORMAT_VERSION = 2  # 2: keyed by the rows' content, not the dataset's fingerprint
 
 
 def _unwrapped(model):
@@ -51,9 +51,23 @@ def frozen_prefix_applies(model) -> bool:
     return frozen_prefix_reason(model) is None
 
 
+def _content_digest(dataset) -> str:
+    """A hash of every row of `dataset` as it is (indices mapping applied). The file the cache reads back is the
+    whole mapped dataset, so its key must change with any column: `datasets`' own fingerprint does not see a change
+    in the body of a module-level encoding function (it hashes such functions by name), and would hand back rows
+    made by older code."""
+    import pyarrow as pa
+
+    table = dataset.with_format("arrow")[:]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
 def prefix_fingerprint(model, dataset, dtype: torch.dtype = torch.float32) -> str:
     """Identity of the cached states: the frozen weights (name_or_path plus a hash of every frozen tensor), k, the
-    attention implementation, the dataset's fingerprint and the storage dtype."""
+    attention implementation, the dataset's rows and the storage dtype."""
     model = _unwrapped(model)
     hasher = hashlib.sha256()
     description = {
@@ -61,7 +75,7 @@ def prefix_fingerprint(model, dataset, dtype: torch.dtype = torch.float32) -> st
         "name_or_path": str(getattr(model, "name_or_path", "")),
         "num_frozen_layers": model.config.num_frozen_layers,
         "attn_implementation": getattr(model.config.backbone_config, "_attn_implementation", None),
-        "dataset": dataset._fingerprint,
+        "rows": _content_digest(dataset),
         "dtype": _STORAGE_DTYPES[dtype],
     }
     hasher.update(json.dumps(description, sort_keys=True).encode())
@@ -131,20 +145,24 @@ def attach_frozen_prefix(
         states = states.to(dtype).cpu().numpy()
         return {PREFIX_COLUMN: [states[row, :length] for row, length in enumerate(lengths)]}
 
+    def mapped(reuse: bool):
+        return encoded_dataset.map(compute, batched=True, batch_size=batch_size, features=features,
+                                   cache_file_name=cache_file, load_from_cache_file=reuse, new_fingerprint=fingerprint,
+                                   desc="frozen prefix states")
+
     if os.path.exists(cache_file):
         logger.info("frozen prefix: reusing %s", cache_file)
+        try:
+            with_prefix = mapped(reuse=True)
+            if with_prefix.num_rows != encoded_dataset.num_rows:
+                raise ValueError(f"{with_prefix.num_rows} rows for {encoded_dataset.num_rows} windows")
+        except (OSError, ValueError) as error:  # a truncated or foreign file: say which, and compute it again
+            logger.warning("frozen prefix: %s is unreadable (%s): computing it again", cache_file, error)
+            os.remove(cache_file)
+            with_prefix = mapped(reuse=False)
     else:
         logger.info("frozen prefix: computing %d windows into %s", len(encoded_dataset), cache_file)
-    with_prefix = encoded_dataset.map(
-        compute,
-        batched=True,
-        batch_size=batch_size,
-        features=features,
-        cache_file_name=cache_file,
-        load_from_cache_file=True,
-        new_fingerprint=fingerprint,
-        desc="frozen prefix states",
-    )
+        with_prefix = mapped(reuse=True)
     # datasets' numpy formatter casts floats to float32 unless told the dtype.
     return with_prefix.with_format("numpy", columns=[PREFIX_COLUMN], output_all_columns=True, dtype=np.dtype(storage))
 

@@ -108,3 +108,30 @@ def test_text_generator_is_seeded_and_plants_cues_in_both_backends():
         assert lengths.min() >= 4 and lengths.max() <= 60 and 24 <= np.median(lengths) <= 36
     with pytest.raises(ValueError, match="empty vocabulary"):
         TextGenerator([])
+
+
+def test_regenerating_into_a_corpus_folder_replaces_it_and_a_foreign_folder_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    generate_synthetic_corpus(SyntheticConfig(out=str(out), train_articles=12, dev_articles=10))
+    assert (out / "dev" / "EN").is_dir()
+    generate_synthetic_corpus(SyntheticConfig(out=str(out), train_articles=8, dev_articles=0))
+    assert not (out / "dev").exists()  # else load_experiment_data would test on the old corpus's dev split
+    assert len(load_semeval(out)) == 8
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="not empty and holds no synthetic corpus"):
+        generate_synthetic_corpus(SyntheticConfig(out=str(foreign), train_articles=8))
+    assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+    # the recipes' default corpus is generated once, then reused while its settings match
+    import mtl_study.data as data_module
+
+    from data_prep import synthetic
+
+    calls = []
+    original = synthetic.generate_synthetic_corpus
+    monkeypatch.setattr(synthetic, "generate_synthetic_corpus", lambda config: calls.append(config) or original(config))
+    for _ in range(2):
+        data_module.generate_default_corpus(tmp_path / "default", 24, 20, 40)
+    assert len(calls) == 1

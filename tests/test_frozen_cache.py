@@ -187,6 +187,24 @@ def test_attach_computes_once_and_reuses_the_cache_file(tiny_backbone_dir, tmp_p
         attach_frozen_prefix(hard_model(tiny_backbone_dir, frozen=0), dataset, tmp_path)
 
 
+def test_a_file_for_other_rows_or_a_damaged_file_is_not_reused(tiny_backbone_dir, tmp_path):
+    """`datasets`' fingerprint can stay the same for other rows (a module-level encoding function is hashed by
+    name, so changed code keeps its fingerprint): the key is the rows' content. A truncated file is computed again."""
+    model = hard_model(tiny_backbone_dir)
+    dataset = Dataset.from_list(make_rows(10))
+    first = attach_frozen_prefix(model, dataset, tmp_path, batch_size=4)
+    changed = Dataset.from_list(make_rows(6, seed=1))
+    changed._fingerprint = dataset._fingerprint  # what a changed encoding function leaves
+    again = attach_frozen_prefix(model, changed, tmp_path, batch_size=4)
+    assert again.num_rows == 6 and again[0]["input_ids"] == changed[0]["input_ids"]
+    path, expected = first.cache_files[0]["filename"], first[3]["prefix_hidden_states"].copy()
+    del first  # memory-mapped: do not read it past the truncation below
+    with open(path, "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)
+    repaired = attach_frozen_prefix(model, dataset, tmp_path, batch_size=4)
+    np.testing.assert_array_equal(repaired[3]["prefix_hidden_states"], expected)
+
+
 def train_and_evaluate(backbone_dir, output_dir, train_set, eval_set):
     from modeling import MultiTaskTrainer, MultiTaskTrainingArguments
 

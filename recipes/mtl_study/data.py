@@ -85,7 +85,7 @@ def generate_default_corpus(folder: Path, num_documents: int, min_words: int, ma
     if marker.is_file():
         try:
             existing = json.loads(marker.read_text())
-            if all(existing.get(k) == v for k, v in vars(config).items()):
+            if all(existing.get(k) == v for k, v in vars(config).items() if k != "out"):  # `out` is not recorded
                 return folder
         except json.JSONDecodeError:
             pass
