@@ -25,6 +25,7 @@ layer, against 3.55M for mtl's two trainable layers (the report's capacity table
 """
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -34,7 +35,8 @@ from mtl_study.study import Study
 
 
 def main(argv=None):
-    experiment, training, model = parse_recipe_args("architecture_comparison", argv)
+    experiment, training, model = parse_recipe_args("architecture_comparison", argv,
+                                  shipped_config=Path(__file__).with_name("configs") / "architecture_comparison.yaml")
     study = Study(experiment, training, model, "architecture_comparison", "Architecture comparison: stl vs mtl vs mtl_adapters",
                   "Does sharing one encoder between the tasks (hard sharing or per-task adapters) beat one model per task?")
     tasks = study.task_names()

@@ -9,6 +9,7 @@ training articles, 224 for both), which the asymmetry includes: the shift table'
 """
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -22,7 +23,8 @@ BOTH = "both"
 
 
 def main(argv=None):
-    args, training, model = parse_recipe_args("cross_domain_evaluation", argv)
+    args, training, model = parse_recipe_args("cross_domain_evaluation", argv,
+                            shipped_config=Path(__file__).with_name("configs") / "cross_domain_evaluation.yaml")
     study = Study(args, training, model, "cross_domain_evaluation", "Cross-domain evaluation: the train x test domain matrix",
                   "How well does a model trained on one domain do on the other, and is the loss symmetric?")
     tasks = study.task_names()

@@ -13,6 +13,7 @@ table's "documents" row gives each domain's article count).
 """
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -36,7 +37,8 @@ class CrossDomainTrainingArguments:
 
 
 def main(argv=None):
-    args, training, model, recipe = parse_recipe_args("cross_domain_training", argv, extra=[CrossDomainTrainingArguments])
+    args, training, model, recipe = parse_recipe_args("cross_domain_training", argv, extra=[CrossDomainTrainingArguments],
+                                    shipped_config=Path(__file__).with_name("configs") / "cross_domain_training.yaml")
     study = Study(args, training, model, "cross_domain_training", "Cross-domain training: where should the auxiliary task's labels come from?",
                   f"With {recipe.primary_task} labelled only on {recipe.primary_domain}, does an auxiliary task trained on "
                   "the other domain carry the primary task over there?", extra=[recipe])

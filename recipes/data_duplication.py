@@ -12,6 +12,7 @@ every training text already has mtl's tokens: its stl_duplicated arm is plain st
 """
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -24,7 +25,8 @@ from mtl_study.study import Study
 
 
 def main(argv=None):
-    args, training, model = parse_recipe_args("data_duplication", argv)
+    args, training, model = parse_recipe_args("data_duplication", argv,
+                            shipped_config=Path(__file__).with_name("configs") / "data_duplication.yaml")
     study = Study(args, training, model, "data_duplication", "Data-duplication control: stl with mtl's token count vs mtl",
                   "Does multi-task training still win when the single-task models see as many tokens as the multi-task model?")
     tasks = study.task_names()

@@ -9,6 +9,7 @@ auxiliary task help or hurt a fine primary task, and vice versa?
 """
 
 import os
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads slow every step several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -22,7 +23,8 @@ from mtl_study.study import Study
 
 
 def main(argv=None):
-    args, training, model = parse_recipe_args("label_granularity", argv)
+    args, training, model = parse_recipe_args("label_granularity", argv,
+                            shipped_config=Path(__file__).with_name("configs") / "label_granularity.yaml")
     if len(args.tasks) != 2 or not set(args.tasks) <= set(TASK_KINDS):
         raise ValueError(f"--tasks: label_granularity needs exactly two task kinds {list(TASK_KINDS)}, got {args.tasks}")
     study = Study(args, training, model, "label_granularity", "Label granularity of the tasks in a multi-task model",

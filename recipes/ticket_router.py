@@ -119,7 +119,8 @@ def predictions_and_latency(study, texts, repeats):
 
 
 def main(argv=None):
-    args, training, model, tickets = parse_recipe_args("ticket_router", argv, extra=[TicketArguments])
+    args, training, model, tickets = parse_recipe_args("ticket_router", argv, extra=[TicketArguments],
+                                     shipped_config=Path(__file__).with_name("configs") / "ticket_router.yaml")
     data = load_tickets(training.output_dir, args, tickets)
     study = Study(args, training, model, "ticket_router", "Ticket router: one multi-task model vs one model per label", 
                   "Is one three-headed router as good as three single-task classifiers, and what does it save?", data=data,

@@ -34,7 +34,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    args, training, model = parse_recipe_args("transfer_controls", argv)
+    args, training, model = parse_recipe_args("transfer_controls", argv,
+                            shipped_config=Path(__file__).with_name("configs") / "transfer_controls.yaml")
     if sorted(args.arms) != ["mtl", "stl"]:
         raise ValueError(f"--arms {args.arms}: the controls always compare stl and mtl (leave --arms out)")
     data = control_experiment_data(ControlsConfig())

@@ -164,6 +164,18 @@ def test_scrub_local_paths_keeps_urls_and_ratios():
     assert scrub_local_paths(kept) == kept
 
 
+def test_relative_paths_that_exist_keep_only_their_name(tmp_path, monkeypatch):
+    from mtl_study.cards import card_license, scrub_local_paths
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tickets.csv").write_text("x", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "data")
+    assert scrub_local_paths("ticket table ../data/tickets.csv; org/model") == "ticket table tickets.csv; org/model"
+    # the license note of a card names the data as the card does, without the machine's path
+    _, note = card_license(None, False, scrub_local_paths(f"SemEval-2025 Task 10 release at {tmp_path}"))
+    assert str(tmp_path) not in note and "<local path>" in note
+
+
 def test_a_shared_folder_names_no_local_backbone_path(tmp_path, monkeypatch):
     from mtl_study.cards import make_shareable
 

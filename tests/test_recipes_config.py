@@ -274,3 +274,21 @@ def test_arms_are_plain_distinct_architectures_and_tasks_not_empty(tmp_path):
 def test_push_to_hub_needs_the_best_models_it_pushes():
     with pytest.raises(ValueError, match="needs --save_best_model true"):
         parse("--push_to_hub", "--hub_model_id", "me/mtl", "--save_best_model", "false")
+
+
+def test_a_recipe_without_config_runs_its_shipped_yaml(tmp_path, capsys):
+    """The YAMLs in recipes/configs are the recipes' defaults: no argument runs the shipped settings."""
+    from ticket_router import TicketArguments
+
+    from mtl_study.config import parse_recipe_args
+
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ticket_router.yaml"
+    args, training, _, tickets = parse_recipe_args("ticket_router", ["--output_dir", str(tmp_path)],
+                                                   extra=[TicketArguments], shipped_config=shipped)
+    assert training.learning_rate == 5e-4 and training.head_learning_rate == 3e-3 and len(args.seeds) == 8
+    assert f"defaults from {shipped}" in capsys.readouterr().out
+    other = tmp_path / "other.yaml"
+    other.write_text("learning_rate: 0.001\n", encoding="utf-8")
+    _, training, _, _ = parse_recipe_args("ticket_router", ["--config", str(other)], extra=[TicketArguments],
+                                          shipped_config=shipped)
+    assert training.learning_rate == 1e-3 and training.head_learning_rate is None  # --config replaces it whole

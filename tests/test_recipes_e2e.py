@@ -193,6 +193,11 @@ def test_recipe_on_the_semeval_sample(recipe, tiny_backbone_dir, tmp_path):
     load_recipe(recipe).main(tiny_args(tiny_backbone_dir, out, "--data_dir", str(sample), *extra))
     rows = result_rows(out)
     assert rows and "SemEval-2025 Task 10 release" in (out / "report.md").read_text()
+    cards = list(out.glob("best/**/README.md"))
+    assert cards
+    for card in cards:  # the data's path stays on this machine (license note included)
+        text = card.read_text(encoding="utf-8")
+        assert str(sample) not in text and "license: other" in text
 
 
 @pytest.mark.slow

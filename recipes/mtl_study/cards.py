@@ -43,8 +43,16 @@ _LOCAL_PATH = re.compile(r"(?<![\w.:/~\\])(?:~/|/|[A-Za-z]:[\\/])[^\s/\\`'\"()|,
 
 
 def scrub_local_paths(text: str, placeholder: str = "<local path>") -> str:
-    """``text`` with every absolute local path replaced by ``placeholder``."""
-    return _LOCAL_PATH.sub(placeholder, text) if text else text
+    """``text`` with every absolute local path replaced by ``placeholder``, and every relative path that exists on
+    this machine (``../shared/data/t.csv``) by its last part (``t.csv``)."""
+    if not text:
+        return text
+
+    def relative(match: re.Match) -> str:
+        token = match.group(0)
+        return Path(token).name if ("/" in token or "\\" in token) and Path(token).exists() else token
+
+    return re.sub(r"(?<![\w:/])\.{0,2}[\w.-]+(?:[/\\][\w.-]+)+", relative, _LOCAL_PATH.sub(placeholder, text))
 
 
 def is_hub_id(name: str) -> bool:

@@ -372,9 +372,13 @@ def validate_hub_repo_id(repo_id: str | None) -> None:
         raise ValueError(f"--hub_model_id {repo_id!r} is not a valid Hub repo id: {error}") from error
 
 
-def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Sequence[type] = ()):
+def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Sequence[type] = (),
+                      shipped_config: str | Path | None = None):
     """Parse ``--config file.yaml`` (optional) and the command line into
     ``(ExperimentArguments, StudyTrainingArguments, ModelArguments, *extra)``.
+
+    Without ``--config``, the recipe's ``shipped_config`` (``recipes/configs/<recipe>.yaml``, when it exists) gives
+    the defaults: a recipe run with no argument runs its shipped settings (its seeds, its learning rates).
 
     ``recipe`` names the default experiment folder, ``outputs/<recipe>``, so that two recipes run with their
     defaults never share (and skip each other's) results. Errors (ValueError; argparse exits for the command
@@ -386,6 +390,9 @@ def parse_recipe_args(recipe: str, args: Sequence[str] | None = None, extra: Seq
     parser.add_argument("--config", type=str, default=None, help="YAML file of option: value defaults; the command line overrides them.")
     parser.set_defaults(output_dir=f"outputs/{recipe}")
     config_path = _config_path(argv)
+    if config_path is None and shipped_config is not None and Path(shipped_config).is_file():
+        config_path = str(shipped_config)
+        print(f"[{recipe}] defaults from {config_path} (--config to use another)", flush=True)
     values = yaml_defaults(config_path, dataclass_types) if config_path else {}
     refuse_overridden_training_flags(argv, values)
     if config_path:

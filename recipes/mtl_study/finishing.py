@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .baselines import CONDITION_SEPARATOR, baseline_rows, baseline_verdicts
-from .cards import build_model_card, card_license, make_shareable, push_to_hub
+from .cards import build_model_card, card_license, make_shareable, push_to_hub, scrub_local_paths
 from .convergence import read_run_summaries
 from .official import official_baseline_rows
 from .report import ReportInputs, write_report
@@ -178,7 +178,7 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
         arm = info["arm"]
         key, revision = _best_model_key(study, folder)
         config = MultiTaskConfig.from_pretrained(folder)
-        dataset_name = study.data.source.split(" (")[0]
+        dataset_name = scrub_local_paths(study.data.source.split(" (")[0])
         license, license_note = card_license(a.card_license, study.data.synthetic, dataset_name)
         card = build_model_card(
             arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
