@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
     state = PartialState()
+    if state.device.type == "cpu":  # accelerate launch exports OMP_NUM_THREADS=1: the cores would sit idle
+        from mtl_study.study import use_cpu_threads
+
+        use_cpu_threads(None, state.num_processes)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s", stream=sys.stderr)
     logging.getLogger("benchmark").setLevel(logging.INFO)  # section progress (main process only)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)

@@ -224,10 +224,8 @@ def test_ray_submits_the_longest_expected_run_first(monkeypatch):
     launcher._remote = Remote()
     specs = [RunSpec("stl", 0, ["a"], sharing="stl", tag="a"), RunSpec("mtl", 0, ["a", "b"]),
              RunSpec("mtl_adapters", 0, ["a", "b"], sharing="adapters"), RunSpec("stl", 1, ["a"], sharing="stl", tag="a")]
-    for spec in specs:
-        launcher._waiting.append(RunTask(spec, Path("."), None))
-    launcher._fill()
-    assert started == ["mtl_adapters__seed0"]
+    launcher.submit(*(RunTask(spec, Path("."), None) for spec in specs))  # as the runner submits a grid: together
+    assert started == ["mtl_adapters__seed0"]  # one by one, the first stl run would have taken the free slot
     launcher._in_flight.clear()
     launcher._seconds_by_arm = {"mtl_adapters": [8.0], "stl": [5.0], "mtl": [3.0]}  # stl measured slower than mtl
     launcher._fill()

@@ -96,8 +96,8 @@ class SequentialLauncher:
     def open(self, run_function: RunFunction, on_start: Callable[[RunTask], None]) -> None:
         self._run_function, self._on_start = run_function, on_start
 
-    def submit(self, task: RunTask) -> None:
-        self._queue.append(task)
+    def submit(self, *tasks: RunTask) -> None:
+        self._queue.extend(tasks)
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -250,8 +250,10 @@ class RayLauncher:
         self._console = console_settings()
         self._on_start = on_start
 
-    def submit(self, task: RunTask) -> None:
-        self._waiting.append(task)
+    def submit(self, *tasks: RunTask) -> None:
+        """Queue `tasks` and start what free slots allow. Given together, they start longest expected first; given
+        one by one, the first ones would take the free slots before the longer ones arrive."""
+        self._waiting.extend(tasks)
         self._fill()
 
     def _expected_seconds(self, task: RunTask) -> float:

@@ -324,8 +324,7 @@ class ExperimentRunner:
                     prepare(todo)
                     print(f"[runner] data ready in {time.time() - began:.0f}s", flush=True)
                 launcher.open(self.run_function, on_start)
-            for spec in todo:
-                launcher.submit(self._task(spec, attempt=1))
+            launcher.submit(*(self._task(spec, attempt=1) for spec in todo))  # together: longest expected first
             for task, outcome in iterate(launcher):
                 seconds = time.time() - task.started
                 if isinstance(outcome, BaseException):
