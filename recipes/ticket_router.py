@@ -8,7 +8,7 @@ one multi-task model against running the separate single-task models.
 
     accelerate launch recipes/ticket_router.py
     accelerate launch recipes/ticket_router.py --data_file ../shared/data/tickets_sample/tickets_sample.csv \
-        --label_columns ticket_type category urgency --text_columns title body
+        --label_columns category business_service --audit_columns ticket_type urgency impact --text_columns title body
 """
 
 import os
