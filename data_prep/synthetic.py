@@ -323,6 +323,10 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
         # As in the real files: the narrative column repeats the narrative once per subnarrative.
         subtask2.append("\t".join([article_id, ";".join(n for n, _ in pairs), ";".join(s for _, s in pairs)]))
         counts["articles"] += 1
+    written = {f"EN_{DOMAIN_ID_CODES[('URW', 'CC')[i % 2]]}_{first_number + i:06d}.txt" for i in range(articles)}
+    for stale in raw_dir.iterdir():  # articles of an earlier, larger corpus in this folder
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
     subtask1_path = language_dir / "subtask-1-annotations.txt"
     if subtask1:
         subtask1_path.write_bytes(("\r\n".join(subtask1) + "\r\n").encode("utf-8"))
@@ -333,23 +337,28 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
     return counts
 
 
+#: what a corpus folder holds (anything else in an output folder is not this generator's to overwrite)
+CORPUS_ENTRIES = frozenset({"EN", "dev", "taxonomy", "README.md", "synthetic_config.json"})
+
+
 def generate_synthetic_corpus(config: SyntheticConfig) -> Path:
     """Write the synthetic corpus described by ``config`` and return its folder."""
     out = Path(config.out)
     marker = out / "synthetic_config.json"
-    if out.is_dir() and any(out.iterdir()):
-        if not marker.is_file():  # never delete what this generator did not write
-            raise FileExistsError(f"{out} is not empty and holds no synthetic corpus (no {marker.name}): "
-                                  "give an empty or new --out")
-        marker.unlink()  # written last: a corpus cut short by a kill is never taken as whole
-        for stale in ("EN", "dev", "taxonomy"):  # an earlier corpus's articles or dev split must not outlive it
-            shutil.rmtree(out / stale, ignore_errors=True)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in CORPUS_ENTRIES) if out.is_dir() else []
+    if foreign:  # never overwrite or delete what this generator did not write
+        raise FileExistsError(f"{out} holds {foreign[:5]}, which no synthetic corpus has: give an empty or new --out")
+    # Rewritten in place (processes of one launch may write the same corpus at once: identical files, no deletion
+    # of each other's); the settings file, written last, vouches for a whole corpus.
+    marker.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     design = _Design(config)
     train = _write_split(out, random.Random(f"synthetic-train-{config.seed}"), design, config.train_articles, 1)
     dev = None
     if config.dev_articles:
         dev = _write_split(out / "dev", random.Random(f"synthetic-dev-{config.seed}"), design, config.dev_articles, 500001)
+    else:  # an earlier corpus's dev split would be read as this one's test set
+        shutil.rmtree(out / "dev", ignore_errors=True)
     readme = [
         "# Synthetic SemEval-2025 Task 10-style corpus",
         "",

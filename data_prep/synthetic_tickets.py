@@ -111,7 +111,7 @@ def write_tickets(config: SyntheticTicketsConfig) -> Path:
     suffix = out.suffix.lower()
     marker = _config_path(out)
     marker.unlink(missing_ok=True)  # the table is being replaced: no config may vouch for it until it is whole
-    partial = out.with_name(f".{out.name}.partial{out.suffix}")
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")  # one per process of a launch
     if suffix == ".csv":
         frame.to_csv(partial, index=False)
     elif suffix == ".jsonl":

@@ -120,7 +120,7 @@ def test_regenerating_into_a_corpus_folder_replaces_it_and_a_foreign_folder_is_r
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me", encoding="utf-8")
-    with pytest.raises(FileExistsError, match="not empty and holds no synthetic corpus"):
+    with pytest.raises(FileExistsError, match=r"holds \['notes.txt'\], which no synthetic corpus has"):
         generate_synthetic_corpus(SyntheticConfig(out=str(foreign), train_articles=8))
     assert (foreign / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
