@@ -323,7 +323,7 @@ def _write_split(folder: Path, rng: random.Random, design: _Design, articles: in
         # As in the real files: the narrative column repeats the narrative once per subnarrative.
         subtask2.append("\t".join([article_id, ";".join(n for n, _ in pairs), ";".join(s for _, s in pairs)]))
         counts["articles"] += 1
-    written = {f"EN_{DOMAIN_ID_CODES[('URW', 'CC')[i % 2]]}_{first_number + i:06d}.txt" for i in range(articles)}
+    written = {line.split("\t", 1)[0] for line in subtask2}
     for stale in raw_dir.iterdir():  # articles of an earlier, larger corpus in this folder
         if stale.name not in written:
             stale.unlink(missing_ok=True)
