@@ -131,10 +131,11 @@ def test_a_ticket_table_is_known_by_its_content_not_its_name(tmp_path, monkeypat
 
 
 def test_flags_the_study_sets_per_run_are_refused(tmp_path):
-    for flag, value, where in (("--seed", "3", "--seeds"), ("--metric_for_best_model", "loss", "--primary_metric"),
-                               ("--resume_from_checkpoint", "x", "relaunch")):
-        with pytest.raises(ValueError, match=f"{flag} has no effect in a study: it is set per run from.*{where}"):
-            parse_recipe_args("architecture_comparison", ["--output_dir", str(tmp_path), flag, value])
+    for given, named, where in (("--seed", "--seed", "--seeds"),
+                                ("--metric-for-best-model", "--metric_for_best_model", "--primary_metric"),
+                                ("--resume_from_checkpoint", "--resume_from_checkpoint", "relaunch")):
+        with pytest.raises(ValueError, match=f"{named} has no effect in a study: it is set per run from.*{where}"):
+            parse_recipe_args("architecture_comparison", ["--output_dir", str(tmp_path), given, "x"])
     config = tmp_path / "c.yaml"
     config.write_text("seed: 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match="--seed has no effect"):

@@ -304,7 +304,7 @@ OVERRIDDEN_TRAINING_FLAGS = {"seed": "--seeds", "data_seed": "--seeds", "run_nam
 def refuse_overridden_training_flags(argv: Sequence[str], config_values: Mapping | None = None) -> None:
     """Raise when a flag the study sets per run was given on the command line or in the YAML (it would have no
     effect), naming what sets it."""
-    named = {item[2:].split("=", 1)[0] for item in argv if item.startswith("--")} | set(config_values or {})
+    named = {item[2:].split("=", 1)[0].replace("-", "_") for item in argv if item.startswith("--")} | set(config_values or {})
     given = [name for name in OVERRIDDEN_TRAINING_FLAGS if name in named]
     if given:
         raise ValueError("; ".join(f"--{name} has no effect in a study: it is set per run from "
