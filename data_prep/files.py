@@ -27,4 +27,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-__all__ = ["atomic_write_text"]
+def write_settings(path: str | os.PathLike, settings: dict) -> None:
+    """Record the settings generated files were made with. Written last, atomically: the file vouches for whole
+    files, and a generation cut short by a kill leaves none (so the next launch generates again)."""
+    import json
+
+    atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def settings_match(path: str | os.PathLike, settings: dict) -> bool:
+    """Whether `path` records exactly `settings` (`write_settings`): the generated files can be reused."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")) == settings
+    except (OSError, ValueError):  # missing, unreadable or not JSON: generate again
+        return False
+
+
+__all__ = ["atomic_write_text", "settings_match", "write_settings"]

@@ -166,9 +166,7 @@ def read_subtask1(path: str | Path, min_fields: int = 5) -> list[MentionLine]:
             except ValueError:
                 raise SemEvalFormatError(f"{value!r} is not an integer offset", path, number, name) from None
         main_role = fields[4] if len(fields) > 4 else ""
-        padded = next((role for role in fields[4:] if role != role.strip()), None)
-        if padded is not None:  # refused, not stripped: the organisers' scorer compares the fields as they are
-            raise SemEvalFormatError(f"role {padded!r} has white space around it", path, number, "roles")
+        _refuse_padded(fields[4:], "role", path, number, "roles")
         fine_roles = tuple(role for role in fields[5:] if role)
         line = MentionLine(fields[0].strip(), fields[1], offsets[0], offsets[1], main_role, fine_roles)
         if line.key in seen:
@@ -178,13 +176,19 @@ def read_subtask1(path: str | Path, min_fields: int = 5) -> list[MentionLine]:
     return out
 
 
-def _labels(value: str, path: Path, number: int, name: str) -> tuple[str, ...]:
-    """The ;-separated labels of a field. A label with spaces around it is refused, not stripped: the organisers'
-    scorer splits on ';' as it is, so ' URW: X' would count as no class there (and as one here)."""
-    labels = value.split(";")
-    padded = next((label for label in labels if label != label.strip()), None)
+def _refuse_padded(values: Sequence[str], what: str, path: Path, number: int, name: str) -> None:
+    """A role or label with white space around it is refused, not stripped: the organisers' scorer compares the
+    values as they are (it splits on ';' without stripping), so ' URW: X' would count as no class there."""
+    padded = next((value for value in values if value != value.strip()), None)
     if padded is not None:
-        raise SemEvalFormatError(f"label {padded!r} has white space around it (write 'A;B', not 'A; B')", path, number, name)
+        raise SemEvalFormatError(f"{what} {padded!r} has white space around it (write 'A;B', not 'A; B')", path,
+                                 number, name)
+
+
+def _labels(value: str, path: Path, number: int, name: str) -> tuple[str, ...]:
+    """The ;-separated labels of a field (see `_refuse_padded`)."""
+    labels = value.split(";")
+    _refuse_padded(labels, "label", path, number, name)
     return tuple(dict.fromkeys(label for label in labels if label))
 
 

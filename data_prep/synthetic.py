@@ -37,13 +37,12 @@ Knobs (all deterministic for a seed; generation takes well under a second at the
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import settings_match, write_settings
 from .synthetic_text import TextGenerator
 from .taxonomy import FINE_ROLES_BY_MAIN, FINE_TO_MAIN, MAIN_ROLES, OTHER, NarrativeTaxonomy, write_narrative_taxonomy
 
@@ -372,9 +371,19 @@ def generate_synthetic_corpus(config: SyntheticConfig) -> Path:
         "",
     ]
     (out / "README.md").write_text("\n".join(readme), encoding="utf-8")
-    settings = {k: v for k, v in asdict(config).items() if k != "out"}  # the files do not depend on where they are
-    atomic_write_text(marker, json.dumps(settings, indent=1, sort_keys=True) + "\n")  # last: the corpus is whole
+    write_settings(marker, corpus_settings(config))  # last: it vouches for a whole corpus
     return out
+
+
+def corpus_settings(config: SyntheticConfig) -> dict:
+    """What a corpus's ``synthetic_config.json`` records: every setting but ``out`` (the files do not depend on
+    where they are)."""
+    return {k: v for k, v in asdict(config).items() if k != "out"}
+
+
+def corpus_matches(config: SyntheticConfig) -> bool:
+    """Whether ``config.out`` holds a whole corpus generated with these settings (reuse it; else generate)."""
+    return settings_match(Path(config.out) / "synthetic_config.json", corpus_settings(config))
 
 
 def main(argv=None) -> None:

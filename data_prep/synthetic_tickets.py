@@ -19,12 +19,11 @@ Run ``data_prep.audit_label_leakage`` on the result: no pair is flagged at the d
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import settings_match, write_settings
 from .synthetic_text import TextGenerator
 
 CATEGORIES = {
@@ -119,7 +118,7 @@ def write_tickets(config: SyntheticTicketsConfig) -> Path:
     else:
         frame.to_parquet(partial, index=False)
     os.replace(partial, out)  # a kill leaves the old table or the new one, never half of one
-    atomic_write_text(marker, json.dumps(_settings(config), indent=1, sort_keys=True) + "\n")  # last: vouches for it
+    write_settings(marker, _settings(config))  # last: it vouches for the table
     return out
 
 
@@ -134,13 +133,7 @@ def _settings(config: SyntheticTicketsConfig) -> dict:
 def synthetic_table_matches(config: SyntheticTicketsConfig) -> bool:
     """Whether ``config.out`` holds a whole table generated with these settings (its config file, written last,
     says so): reuse it; else regenerate it."""
-    out, marker = Path(config.out), _config_path(Path(config.out))
-    if not (out.is_file() and marker.is_file()):
-        return False
-    try:
-        return json.loads(marker.read_text(encoding="utf-8")) == _settings(config)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+    return Path(config.out).is_file() and settings_match(_config_path(Path(config.out)), _settings(config))
 
 
 def main(argv=None) -> None:

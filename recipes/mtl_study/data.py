@@ -13,7 +13,6 @@ Task names are ``<kind>_<granularity>`` (``narratives_fine``, ``entity_framing_c
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,19 +75,13 @@ class ExperimentData:
 def generate_default_corpus(folder: Path, num_documents: int, min_words: int, max_words: int, seed: int = 0,
                             lexical_shift: float = 0.5) -> Path:
     """Generate (once) the synthetic corpus the recipes use by default; reused when its settings match."""
-    from data_prep.synthetic import SyntheticConfig, generate_synthetic_corpus
+    from data_prep.synthetic import SyntheticConfig, corpus_matches, generate_synthetic_corpus
 
     config = SyntheticConfig(out=str(folder), seed=seed, train_articles=num_documents,
                              dev_articles=max(20, num_documents // 4), min_tokens=min_words, max_tokens=max_words,
                              lexical_shift=lexical_shift)
-    marker = folder / "synthetic_config.json"
-    if marker.is_file():
-        try:
-            existing = json.loads(marker.read_text())
-            if all(existing.get(k) == v for k, v in vars(config).items() if k != "out"):  # `out` is not recorded
-                return folder
-        except json.JSONDecodeError:
-            pass
+    if corpus_matches(config):
+        return folder
     logger.info("generating the synthetic corpus into %s", folder)
     return generate_synthetic_corpus(config)
 

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 import datasets
 
 from data_prep.narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
+from modeling.sampling import has_label
 from modeling.vocabulary import SPAN
 
 from .config import REPORTED_METRICS, SHARED_PARAMETER_WEIGHTINGS, ExperimentArguments, ModelArguments, StudyTrainingArguments
@@ -86,16 +87,6 @@ def setup_logging(log_level: int) -> None:
 
 MISSING_LABELS_HINT = ("its annotations are missing (for SemEval: subtask-1-annotations.txt holds entity framing, "
                        "subtask-2-annotations.txt narratives), or the split is too small")
-
-
-def _labelled(value) -> bool:
-    """A task's value on one example carries a label: a class, a non-empty label list (a multi-label document), or
-    for a span task's per-mention list, at least one mention's label."""
-    if not isinstance(value, list):
-        return value is not None
-    if all(isinstance(item, str) for item in value):
-        return bool(value)
-    return any(item is not None and item != [] for item in value)
 
 
 class Study:
@@ -223,11 +214,11 @@ class Study:
                 raise ValueError(f"--primary_metric {metric}: task {name!r} does not report it; "
                                  f"metrics every task reports: {valid}")
             # else a run fails mid-study, or an mtl arm silently drops the task
-            if not any(_labelled(example.get(name)) for example in self.data.train):
+            if not any(has_label(example.get(name)) for example in self.data.train):
                 raise ValueError(f"task {name!r} has no labelled example in the training split of {self.data.source}: "
                                  f"{MISSING_LABELS_HINT}")
         validated = {name for name in dict.fromkeys(t for s in specs for t in s.tasks)
-                     if any(_labelled(example.get(name)) for example in self.data.validation)}
+                     if any(has_label(example.get(name)) for example in self.data.validation)}
         for spec in specs:  # a run stops on, and picks its checkpoint by, the tasks labelled in validation
             if not validated & set(spec.tasks):
                 raise ValueError(f"run {spec.run_id}: none of its tasks {list(spec.tasks)} has a labelled example in "
