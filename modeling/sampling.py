@@ -263,8 +263,22 @@ def check_label_columns(dataset, description: str, task_names: Sequence[str]) ->
         )
 
 
-def check_trainer_datasets(train_dataset, eval_dataset, task_names: Sequence[str]) -> None:
-    """`check_label_columns` on a trainer's training set and every evaluation set (a dict gives named sets)."""
+def threshold_tuning_set_name(chosen: str | None, names: Sequence[str]) -> str:
+    """The evaluation set thresholds are tuned on: ``--threshold_tuning_set`` (checked), else the first."""
+    if chosen is not None and chosen not in names:
+        raise ValueError(f"--threshold_tuning_set {chosen!r} is not one of the evaluation sets {list(names)}")
+    return chosen if chosen is not None else names[0]
+
+
+def check_trainer_datasets(train_dataset, eval_dataset, task_names: Sequence[str],
+                           threshold_tuning_set: str | None = None) -> None:
+    """`check_label_columns` on a trainer's training set and every evaluation set (a dict gives named sets), and
+    ``--threshold_tuning_set`` names one of a dict's sets."""
+    if threshold_tuning_set is not None and eval_dataset is not None:
+        if not isinstance(eval_dataset, dict):
+            raise ValueError(f"--threshold_tuning_set {threshold_tuning_set!r} names one of several evaluation sets: "
+                             "give eval_dataset as a dict of named sets")
+        threshold_tuning_set_name(threshold_tuning_set, list(eval_dataset))
     named = [("train_dataset", train_dataset)]
     if isinstance(eval_dataset, dict):
         named += [(f"eval_dataset[{name!r}]", dataset) for name, dataset in eval_dataset.items()]

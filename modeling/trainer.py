@@ -42,7 +42,7 @@ from .evaluation import collect_predictions, gather_predictions, mean_over_sets,
 from .loss_weighting import balanced_loss_options, build_loss_weighting, load_weighting_state, save_weighting_state
 from .losses import label_counts
 from .optimizer_groups import add_loss_weight_group, move_to_head_groups
-from .sampling import build_train_sampler, check_label_columns, check_trainer_datasets
+from .sampling import build_train_sampler, check_label_columns, check_trainer_datasets, threshold_tuning_set_name
 from .task_gradients import TaskGradients, all_reduce_mean_, gradnorm_parameters
 from .training_args import MultiTaskTrainingArguments, check_arguments_for_model
 from .vocabulary import MULTI_LABEL
@@ -103,12 +103,7 @@ class MultiTaskTrainer(Trainer):
         unknown = sorted(set(args.oversample_map) - set(self.task_names)) if args.task_sampling_column is None else []
         if unknown:
             raise ValueError(f"--oversample names unknown tasks {unknown}; the model's tasks are {self.task_names}")
-        check_trainer_datasets(self.train_dataset, self.eval_dataset, self.task_names)
-        if args.threshold_tuning_set is not None and self.eval_dataset is not None:  # one of a dict of sets
-            if not isinstance(self.eval_dataset, dict):
-                raise ValueError(f"--threshold_tuning_set {args.threshold_tuning_set!r} names one of several evaluation "
-                                 "sets: give eval_dataset as a dict of named sets")
-            self._threshold_tuning_set(list(self.eval_dataset))
+        check_trainer_datasets(self.train_dataset, self.eval_dataset, self.task_names, args.threshold_tuning_set)
 
         self._window_counts: dict[str, float] | None = None
         self._micro_batch_in_window = 0
@@ -201,6 +196,15 @@ class MultiTaskTrainer(Trainer):
         if dataset is not None and has_length(dataset):
             sampler = build_train_sampler(dataset, self.task_names, self.args, self._train_batch_size)
         return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
+        # `--dataloader_drop_last` is about training batches; transformers applies it to evaluation too, which
+        # would score a set without its last rows.
+        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, self.args.dataloader_drop_last and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.args.dataloader_drop_last = drop_last
 
     def _get_eval_sampler(self, eval_dataset):
         # Evaluation order never matters for the metrics (predictions are keyed by their indices), so keep it
@@ -405,12 +409,6 @@ class MultiTaskTrainer(Trainer):
                     config.set_thresholds(name, saved[name].get("thresholds"))
 
     # ------------------------------------------------------------------------------------------ evaluation
-    def _threshold_tuning_set(self, names: list[str]) -> str:
-        chosen = self.args.threshold_tuning_set
-        if chosen is not None and chosen not in names:
-            raise ValueError(f"--threshold_tuning_set {chosen!r} is not one of the evaluation sets {names}")
-        return chosen if chosen is not None else names[0]
-
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Evaluate on `eval_dataset` (a dataset or a dict of named datasets; default `self.eval_dataset`).
 
@@ -429,7 +427,7 @@ class MultiTaskTrainer(Trainer):
             if not dataset:
                 raise ValueError("eval_dataset is an empty dict")
             names = list(dataset)
-            tuning_set = self._threshold_tuning_set(names)
+            tuning_set = threshold_tuning_set_name(self.args.threshold_tuning_set, names)
             metrics: dict[str, float] = {}
             for name in [tuning_set] + [n for n in names if n != tuning_set]:
                 metrics.update(self._evaluate_one(dataset[name] if override else name, ignore_keys,
@@ -459,7 +457,7 @@ class MultiTaskTrainer(Trainer):
         ``--threshold_strategy``, store them in the model config and return the stored thresholds."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if isinstance(dataset, dict):
-            dataset = dataset[self._threshold_tuning_set(list(dataset))]
+            dataset = dataset[threshold_tuning_set_name(self.args.threshold_tuning_set, list(dataset))]
         self.evaluation_loop(self.get_eval_dataloader(dataset), "Threshold tuning", tune_thresholds=True)
         return {
             task["name"]: list(task["thresholds"])

@@ -152,3 +152,17 @@ def test_evaluation_loss_is_the_models_masked_loss(tiny_backbone_dir, tmp_path):
     for task in ("topic", "tags", "roles"):
         assert metrics[f"eval_{task}_loss"] == pytest.approx(float(outputs.task_losses[task]), rel=1e-5)
     assert metrics["eval_loss"] == pytest.approx(float(outputs.loss), rel=1e-5)
+
+
+def test_dataloader_drop_last_drops_training_batches_only(tiny_backbone_dir, tmp_path):
+    """`--dataloader_drop_last` is about training batches: scoring a set must still see every row (transformers'
+    own evaluation loader drops the last incomplete batch too)."""
+    model = make_model(tiny_backbone_dir)
+    dataset = make_dataset(10, seed=3)
+    trainer = MultiTaskTrainer(model=model, args=make_args(tmp_path, per_device_eval_batch_size=4,
+                                                           per_device_train_batch_size=4, dataloader_drop_last=True))
+    assert trainer.evaluate(dataset)["eval_topic_num_examples"] == 10
+    assert len(trainer.get_eval_dataloader(dataset)) == 3
+    trainer.train_dataset = dataset
+    assert len(trainer.get_train_dataloader()) == 2  # 10 rows, batches of 4: the incomplete third is dropped
+    assert trainer.args.dataloader_drop_last
