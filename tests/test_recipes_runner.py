@@ -278,3 +278,34 @@ def test_output_folder_that_cannot_be_created_fails_before_the_first_run(tmp_pat
     with pytest.raises(OSError, match="runs"):
         ExperimentRunner(tmp_path, fake_run_function(calls)).run(grid(seeds=(0,)))
     assert calls == []
+
+
+def test_leaving_a_multi_process_launch_frees_the_trainers_before_destroying_the_process_group():
+    """Gloo's threads may abort a process when the group outlives the interpreter's teardown: the group is destroyed
+    at the end of a study, after the trainers (reference cycles holding DDP, hence the group) are collected."""
+    import weakref
+
+    from mtl_study.runner import leave_process_group
+
+    class Cycle:  # like a trainer and its callback
+        def __init__(self):
+            self.me = self
+
+    class State:
+        def __init__(self, num_processes):
+            self.num_processes, self.destroyed_with_trainer_alive = num_processes, []
+
+        def destroy_process_group(self):
+            self.destroyed_with_trainer_alive.append(trainer() is not None)
+
+    import gc
+
+    gc.disable()  # no automatic collection in between: only leave_process_group may free the cycle
+    try:
+        for processes, expected in ((1, []), (2, [False])):
+            trainer = weakref.ref(Cycle())  # unreachable, freed only by the cycle collector
+            state = State(processes)
+            leave_process_group(state)
+            assert state.destroyed_with_trainer_alive == expected
+    finally:
+        gc.enable()

@@ -8,6 +8,7 @@ and that evaluation gathered over two processes equals evaluation on one.
 Run as a script (`python tests/test_trainer_distributed.py --worker OUT BACKBONE STRATEGY`) it is the worker.
 """
 
+import gc
 import json
 import os
 import subprocess
@@ -65,8 +66,11 @@ def worker(output_dir: str, backbone: str, strategy: str) -> None:
         report = {"metrics": metrics, "replicas_equal": bool(torch.equal(gathered[0], gathered[1])), "logs": logs}
         with open(os.path.join(output_dir, "report.json"), "w", encoding="utf-8") as handle:
             json.dump(report, handle)
-    # Leave together: a rank that exits while the other still writes can abort gloo's teardown.
+    # Leave together, and as a study does (mtl_study.runner.leave_process_group): the trainer's reference cycles
+    # hold DDP and the process group; left to interpreter exit, gloo's threads may abort the process.
     trainer.accelerator.wait_for_everyone()
+    del trainer, model
+    gc.collect()
     torch.distributed.destroy_process_group()
 
 

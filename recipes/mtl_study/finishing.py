@@ -19,7 +19,7 @@ from .convergence import read_run_summaries
 from .official import official_baseline_rows
 from .report import ReportInputs, write_report
 from .results import atomic_write_text
-from .runner import best_models
+from .runner import best_models, distributed_state, leave_process_group
 from .stats import against_baseline, comparison_family, negative_transfer, summarize
 from .training import VALIDATION, selection_metric
 
@@ -54,6 +54,7 @@ def finish_study(study: "Study", rows: Sequence[Mapping], *, arm_order: Sequence
     validation sets tune theirs (default: the study's validation set). ``baseline_tasks``: the tasks that get
     baselines (default: every task), for a recipe whose arms train some tasks on data no one baseline can share.
     """
+    leave_process_group(distributed_state(study.training.use_cpu))  # the runs are over: no collective follows
     if not study._is_main():
         return study.output_dir / "report.md"
     a, m, t = study.args, study.model_args, study.training

@@ -120,6 +120,20 @@ def distributed_state(use_cpu: bool = False):
     return PartialState(cpu=wants_cpu(use_cpu))
 
 
+def leave_process_group(state=None) -> None:
+    """End this process's part in a multi-process launch (no-op for one process): free the finished runs'
+    trainers, whose DDP wrappers hold the process group in reference cycles, and destroy the group while the
+    interpreter is whole. Left to interpreter exit, gloo's worker threads may need the GIL during finalisation
+    and abort the process ("terminate called without an active exception"); torchrun then kills the processes
+    still writing the report. Call it after the last collective (the runner's last barrier)."""
+    import gc
+
+    state = state if state is not None else distributed_state()
+    if state.num_processes > 1:
+        gc.collect()
+        state.destroy_process_group()
+
+
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` cannot be resumed from (None when it looks loadable), without loading any tensor.
 
