@@ -309,3 +309,29 @@ def test_leaving_a_multi_process_launch_frees_the_trainers_before_destroying_the
             assert state.destroyed_with_trainer_alive == expected
     finally:
         gc.enable()
+
+
+def test_each_run_starts_after_the_previous_runs_trainer_is_freed(tmp_path):
+    """A trainer lives in reference cycles: without a collection between runs, every earlier run's weights and
+    optimizer state would stay in (device) memory while the next run trains."""
+    import gc
+    import weakref
+
+    class Trainer:  # a cycle, like a trainer and its callbacks
+        def __init__(self):
+            self.callback = self
+
+    previous, alive_at_start = [], []
+    inner = fake_run_function([])
+
+    def run(spec, run_dir, resume):
+        alive_at_start.append(any(ref() is not None for ref in previous))
+        previous.append(weakref.ref(Trainer()))
+        return inner(spec, run_dir, resume)
+
+    gc.disable()  # only the runner may collect
+    try:
+        ExperimentRunner(tmp_path, run).run(grid(seeds=(0,)))
+    finally:
+        gc.enable()
+    assert alive_at_start == [False, False, False]

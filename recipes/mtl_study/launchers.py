@@ -105,7 +105,10 @@ class SequentialLauncher:
     def next_done(self) -> tuple[RunTask, "RunOutcome | BaseException"]:
         task = self._queue.popleft()
         self._on_start(task)
-        return task, self._run_function(task.spec, task.run_dir, task.resume)
+        try:
+            return task, self._run_function(task.spec, task.run_dir, task.resume)
+        finally:
+            release_run_memory()
 
     def close(self) -> None:
         self._queue.clear()
@@ -159,7 +162,19 @@ def execute_run(run_function: RunFunction, task: RunTask, cpus_per_run: float) -
     if not output_dir.is_dir():
         raise FileNotFoundError(f"the output folder {output_dir} is not visible on Ray worker {socket.gethostname()}: "
                                 "it must be on a file system shared by the driver and every worker")
-    return run_function(task.spec, task.run_dir, task.resume)
+    try:
+        return run_function(task.spec, task.run_dir, task.resume)
+    finally:
+        release_run_memory()  # Ray re-uses worker processes for later runs
+
+
+def release_run_memory() -> None:
+    """Free a finished run's model, optimizer and caches before the next run starts in this process: a trainer
+    lives in reference cycles (its callbacks point back at it), so without a collection each run's weights and
+    optimizer state stay on the device until the collector happens to run."""
+    from accelerate.utils.memory import clear_device_cache
+
+    clear_device_cache(garbage_collection=True)
 
 
 def ray_task_options(args: LauncherArguments) -> dict:
