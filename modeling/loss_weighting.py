@@ -91,6 +91,11 @@ class TaskWeighting(nn.Module):
         """Strategy-specific scalars added to the training logs."""
         return {}
 
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        """The learned parameters that belong to task `name` alone (the trainer clears their gradient in a step
+        without the task, so the optimizer leaves them as they are)."""
+        return []
+
 
 class StaticWeighting(TaskWeighting):
     """Fixed task weights; tasks not named get 1.0."""
@@ -118,7 +123,20 @@ class UncertaintyWeighting(TaskWeighting):
 
     def __init__(self, task_names, warmup_steps: int = 0, init_log_variance: float = 0.0):
         super().__init__(task_names, warmup_steps)
-        self.log_variances = nn.Parameter(torch.full((len(self.task_names),), float(init_log_variance)))
+        # One parameter per task: a task absent from a step gets no gradient at all, so Adam's momentum cannot move
+        # its log-variance (an entry of one shared vector would drift on its zero gradient).
+        self.task_log_variances = nn.ParameterList(
+            nn.Parameter(torch.tensor(float(init_log_variance))) for _ in self.task_names
+        )
+        self.register_load_state_dict_pre_hook(_split_stacked_log_variances)
+
+    @property
+    def log_variances(self) -> torch.Tensor:
+        """``[s_t]`` in task order (differentiable)."""
+        return torch.stack(list(self.task_log_variances))
+
+    def task_parameters(self, name: str) -> list[nn.Parameter]:
+        return [self.task_log_variances[self.task_names.index(name)]]
 
     def task_weights(self, step: int) -> dict[str, float]:
         if self.in_warmup(step):
@@ -141,6 +159,14 @@ class UncertaintyWeighting(TaskWeighting):
 
     def extra_logs(self) -> dict[str, float]:
         return dict(zip((f"log_variance_{name}" for name in self.task_names), self.log_variances.detach().tolist()))
+
+
+def _split_stacked_log_variances(module, state_dict, prefix, *args) -> None:
+    """Reads a state saved when the log-variances were one vector (``log_variances``: ``[num_tasks]``)."""
+    stacked = state_dict.pop(prefix + "log_variances", None)
+    if stacked is not None:
+        for index, value in enumerate(stacked):
+            state_dict[f"{prefix}task_log_variances.{index}"] = value
 
 
 class DynamicWeightAverage(TaskWeighting):

@@ -6,8 +6,8 @@ What it adds to `Trainer` (see `MultiTaskTrainingArguments` for the switches):
   the whole optimizer step: `get_batch_samples` counts the labelled items of every task over the accumulation
   window and over all processes, and each micro-batch contributes ``task_loss_sum * world_size / count`` (DDP
   averages gradients over processes). Gradient accumulation and multi-process training therefore give the
-  gradient of one big batch. A task absent from a step adds exactly 0, and its head is left untouched by the
-  optimizer (its gradient is cleared, so neither momentum nor weight decay move it).
+  gradient of one big batch. A task absent from a step adds exactly 0, and its head (and learned loss weight) is
+  left untouched by the optimizer (its gradient is cleared, so neither momentum nor weight decay move it).
 - **Loss weighting** (`modeling.loss_weighting`): static, uncertainty, GradNorm, PCGrad, DWA, with warm-up.
   PCGrad and GradNorm need per-task gradients (`modeling.task_gradients`): for them the trainer runs the
   unwrapped model and averages every gradient over processes itself.
@@ -334,11 +334,11 @@ class MultiTaskTrainer(Trainer):
                     parameter.grad = torch.zeros_like(parameter)
             # The weighting parameters live outside the DDP-wrapped model: average their gradients ourselves.
             all_reduce_mean_([p.grad for p in weighting_parameters], world)
-        # A task with no labelled item anywhere in this step: clear its head's gradient so the optimizer skips it
-        # (no momentum drift, no weight decay) -- absent tasks leave their heads exactly unchanged.
+        # A task with no labelled item anywhere in this step: clear its head's (and its learned loss weight's)
+        # gradient so the optimizer skips it (no momentum drift, no weight decay): absent tasks stay exactly unchanged.
         for name, count in (self._window_counts or {}).items():
             if count == 0:
-                for parameter in raw.head_parameters(name):
+                for parameter in [*raw.head_parameters(name), *self.loss_weighting.task_parameters(name)]:
                     parameter.grad = None
         self._window_counts = None
 

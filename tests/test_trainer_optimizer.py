@@ -22,9 +22,9 @@ def test_head_learning_rate_gets_its_own_groups(tiny_backbone_dir, tmp_path):
     assert heads and all(rates[i] == 3e-3 for i in heads)
     encoder = [p for p in model.backbone.parameters() if p.requires_grad]
     assert encoder and all(rates[id(p)] == 1e-4 for p in encoder)
-    assert rates[id(trainer.loss_weighting.log_variances)] == 3e-3
+    assert all(rates[id(p)] == 3e-3 for p in trainer.loss_weighting.task_log_variances)
     assert {group["lr"] for group in trainer.optimizer.param_groups} == {1e-4, 3e-3}
-    assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad) + 1  # each parameter once
+    assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad) + 2  # each parameter once
     # weight decay of every head parameter is the one of the group it came from
     decays = {group["weight_decay"] for group in trainer.optimizer.param_groups if group["lr"] == 3e-3}
     assert decays == {0.0, args.weight_decay} or decays == {0.0}

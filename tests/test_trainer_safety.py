@@ -70,7 +70,7 @@ def test_planted_pickle_in_the_checkpoint_is_not_executed_on_resume(tiny_backbon
     checkpoint = tmp_path / "run" / "checkpoint-1"
     state_file = checkpoint / "loss_weighting.pt"
     # the saved state is plain tensors: it loads with weights_only=True
-    assert set(torch.load(state_file, weights_only=True)) == {"log_variances"}
+    assert set(torch.load(state_file, weights_only=True)) == {"task_log_variances.0", "task_log_variances.1"}
 
     # the payload is live: an unsafe load would run it
     probe = tmp_path / "probe_marker"

@@ -63,13 +63,44 @@ def test_warmup_keeps_equal_weights(tiny_backbone_dir, tmp_path):
 def test_uncertainty_parameters_are_optimised(tiny_backbone_dir, tmp_path):
     trainer, _ = _train(tiny_backbone_dir, tmp_path, "uncertainty", num_train_epochs=2)
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
-    assert id(trainer.loss_weighting.log_variances) in optimised
+    assert all(id(p) in optimised for p in trainer.loss_weighting.task_log_variances)
     faster, _ = _train(tiny_backbone_dir, tmp_path / "fast", "uncertainty", num_train_epochs=2,
                        uncertainty_learning_rate=5e-2)
     group = trainer.optimizer.param_groups[-1]
     assert group["weight_decay"] == 0.0
     moved = lambda t: t.loss_weighting.log_variances.detach().abs().max().item()  # noqa: E731
     assert moved(faster) > 3 * moved(trainer)
+
+
+def test_a_task_absent_from_a_step_keeps_its_learned_log_variance(tiny_backbone_dir, tmp_path):
+    """Partial labels: in a step without 'tags', Adam's momentum from earlier steps must not move its log-variance
+    (the task gives no evidence about its noise there), while the present task's keeps learning."""
+    from datasets import Dataset
+    from test_trainer_helpers import make_rows
+    from transformers import TrainerCallback
+
+    rows = make_rows(4, seed=5, tasks=TWO_TASKS, labelled=("topic", "tags"))
+    rows += make_rows(8, seed=6, tasks=TWO_TASKS, labelled=("topic",), start=100)  # steps 2 and 3: no 'tags'
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(trainer.loss_weighting.log_variances.detach().clone())
+
+    args = make_args(tmp_path, loss_weighting="uncertainty", max_steps=3, per_device_train_batch_size=4,
+                     learning_rate=5e-3, uncertainty_learning_rate=5e-2, train_sampling_strategy="sequential")
+    trainer = MultiTaskTrainer(model=make_model(tiny_backbone_dir, TWO_TASKS), args=args,
+                               train_dataset=Dataset.from_list(rows), callbacks=[Record()])
+    trainer.train()
+    topic, tags = zip(*(values.tolist() for values in seen))
+    assert tags[0] != 0.0 and tags[2] == tags[1] == tags[0]
+    assert topic[0] != topic[1] != topic[2]
+
+
+def test_uncertainty_state_saved_as_one_vector_still_loads():
+    weighting = UncertaintyWeighting(["a", "b"])
+    weighting.load_state_dict({"log_variances": torch.tensor([0.25, -0.5])})
+    assert weighting.log_variances.tolist() == [0.25, -0.5]
 
 
 def test_uncertainty_objective():
@@ -188,7 +219,8 @@ def test_resume_restores_the_weighting_state(tiny_backbone_dir, tmp_path):
     full = run(tmp_path / "full")
     checkpoint = tmp_path / "full" / "checkpoint-2"
     saved = torch.load(checkpoint / "loss_weighting.pt", weights_only=True)
-    assert not torch.equal(saved["log_variances"], full.loss_weighting.log_variances.detach())
+    saved = torch.stack([saved[f"task_log_variances.{index}"] for index in range(2)])
+    assert not torch.equal(saved, full.loss_weighting.log_variances.detach())
     resumed = run(tmp_path / "resumed", resume=str(checkpoint))
     torch.testing.assert_close(resumed.loss_weighting.log_variances, full.loss_weighting.log_variances)
     torch.testing.assert_close(resumed.model.heads["topic"].classifier.weight, full.model.heads["topic"].classifier.weight)
