@@ -77,6 +77,11 @@ def test_too_few_pairs_gives_plain_statement():
     assert not comp.significant
     assert "unreachable" in comp.note and str(MIN_PAIRS_FOR_SIGNIFICANCE) in comp.note
     assert min_achievable_p_value(MIN_PAIRS_FOR_SIGNIFICANCE) < 0.05
+    # the floor of the test the report runs: exact up to 50 pairs (2 / 2**n), scipy's approximation beyond
+    assert min_achievable_p_value(10) == 2 / 2**10
+    for n in (20, 60):
+        extreme = paired_comparison({k: 1.0 + 0.01 * k for k in range(n)}, {k: 0.0 for k in range(n)})
+        assert extreme.p_value == pytest.approx(min_achievable_p_value(n), rel=1e-9)
 
 
 def test_identical_and_disjoint_seeds():
