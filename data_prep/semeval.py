@@ -50,7 +50,7 @@ from typing import Iterable, Literal
 
 import datasets
 
-from .semeval_format import _NON_BMP, LoadReport, SemEvalFormatError, utf16_offset_table  # noqa: F401 (public names of this module)
+from .semeval_format import _NON_BMP, LoadReport, SemEvalFormatError, parse_offset, utf16_offset_table  # noqa: F401 (public names of this module)
 
 from .taxonomy import (
     OTHER,
@@ -287,7 +287,7 @@ def _read_subtask1(
         offsets = []
         for name, value in (("start", fields[2]), ("end", fields[3])):
             try:
-                offsets.append(int(value.strip()))
+                offsets.append(parse_offset(value))
             except ValueError:
                 offsets.append(None)
                 problem("malformed subtask-1 line", SemEvalFormatError(f"{value!r} is not an integer offset", path, number, name))

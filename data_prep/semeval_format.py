@@ -65,6 +65,17 @@ class LoadReport:
         return "\n".join(lines)
 
 
+_OFFSET = re.compile(r"-?[0-9]+")
+
+
+def parse_offset(value: str) -> int:
+    """A mention offset written in ASCII digits (a minus is read, and refused later as out of range); ValueError
+    otherwise. Python's ``int()`` would also read ``"2_30"``, ``"+230"`` and full-width digits as 230."""
+    if not _OFFSET.fullmatch(value.strip()):
+        raise ValueError(f"{value!r} is not an integer offset")
+    return int(value.strip())
+
+
 def utf16_offset_table(text: str) -> list[int | None] | None:
     """Map UTF-16 code-unit offsets of ``text`` to Python string indices.
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .files import atomic_write_text
-from .semeval import SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError
+from .semeval import SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError, parse_offset
 from .taxonomy import FINE_ROLES, FINE_TO_MAIN, MAIN_ROLES, OTHER, domain_of_article_id, domain_of_label, parent_of_subnarrative
 
 logger = logging.getLogger(__name__)
@@ -162,9 +162,9 @@ def read_subtask1(path: str | Path, min_fields: int = 5) -> list[MentionLine]:
         offsets = []
         for name, value in (("start", fields[2]), ("end", fields[3])):
             try:
-                offsets.append(int(value.strip()))
-            except ValueError:
-                raise SemEvalFormatError(f"{value!r} is not an integer offset", path, number, name) from None
+                offsets.append(parse_offset(value))
+            except ValueError as error:
+                raise SemEvalFormatError(str(error), path, number, name) from None
         main_role = fields[4] if len(fields) > 4 else ""
         _refuse_padded(fields[4:], "role", path, number, "roles")
         fine_roles = tuple(role for role in fields[5:] if role)

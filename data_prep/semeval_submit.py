@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .narrative_decoding import PARENT_THRESHOLD_ATTRIBUTE
-from .semeval import ARTICLE_NAME_FORM, SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError, is_article_file, read_article_text, utf16_offset_table
+from .semeval import ARTICLE_NAME_FORM, SUBTASK1_FILE, SUBTASK2_FILE, SemEvalFormatError, is_article_file, parse_offset, read_article_text, utf16_offset_table
 from .semeval_official import (
     FINE_ROLE_DECODINGS,
     Submission,
@@ -92,7 +92,7 @@ def attach_mentions(articles: list[dict], path: str | Path) -> int:
         if article_id not in by_id:
             raise SemEvalFormatError(f"article {article_id!r} is not among the documents", path, number, "article_id")
         try:
-            start16, end16 = int(fields[2]), int(fields[3])
+            start16, end16 = parse_offset(fields[2]), parse_offset(fields[3])
         except ValueError:
             message = f"offsets {fields[2]!r}, {fields[3]!r} are not integers"
             raise SemEvalFormatError(message, path, number, "start/end") from None

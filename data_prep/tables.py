@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
@@ -184,13 +185,26 @@ def _kind_of(value) -> str:
         return "bool"
     if isinstance(value, numbers.Number):
         return "number"
-    if isinstance(value, str):
-        try:  # "3" and "3.0" are codes whatever the file format: a JSON string, a DataFrame of objects, a CSV cell
-            float(value)
-            return "number"
-        except ValueError:
-            return "text"
+    if isinstance(value, str):  # "3" and "3.0" are codes whatever the file format: a JSON string, a DataFrame of objects, a CSV cell
+        return "number" if _number_in(value) is not None else "text"
     return type(value).__name__
+
+
+# A code written as digits: not Python's float() syntax, which also reads "4_0" as 40, "1e1" as 10 and full-width digits.
+_NUMERIC_CODE = re.compile(r"[-+]?[0-9]+(?:\.[0-9]*)?")
+
+
+def _number_in(text: str) -> float | None:
+    """The number a label cell writes: digits (``"3"``, ``"3.0"``), or a non-finite spelling (``"inf"``, refused
+    later with its line); None for any other text."""
+    text = text.strip()
+    if _NUMERIC_CODE.fullmatch(text):
+        return float(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return None if math.isfinite(number) else number
 
 
 def _normalise(value, where: str) -> str:
@@ -206,10 +220,7 @@ def _normalise(value, where: str) -> str:
     if isinstance(value, numbers.Real):
         number = float(value)
     elif isinstance(value, str):
-        try:  # "3.0" (a CSV written from a float column, a JSON string) -> "3"
-            number = float(value.strip())
-        except ValueError:
-            pass
+        number = _number_in(value)  # "3.0" (a CSV written from a float column, a JSON string) -> "3"
     if number is None:
         return str(value).strip()
     if not math.isfinite(number):

@@ -111,6 +111,9 @@ def test_small_corpus_loads(tmp_path):
     [
         (["EN_UA_000001.txt\tPutin\t0"], None, None, "subtask-1-annotations.txt, line 1: expected at least 6", "malformed subtask-1 line"),
         (["EN_UA_000001.txt\tPutin\tzero\t4\tAntagonist\tInstigator"], None, None, "line 1, field 'start': 'zero' is not an integer", "malformed subtask-1 line"),
+        # int() reads these as 0 / 4; a typo in an offset must not be moved to another span
+        (["EN_UA_000001.txt\tPutin\t+0\t4\tAntagonist\tInstigator"], None, None, "line 1, field 'start': '+0' is not an integer", "malformed subtask-1 line"),
+        (["EN_UA_000001.txt\tPutin\t0\t\uff14\tAntagonist\tInstigator"], None, None, "line 1, field 'end': '\uff14' is not an integer", "malformed subtask-1 line"),
         (None, ["EN_UA_000001.txt\tOther"], None, "subtask-2-annotations.txt, line 1: expected 3 tab-separated", "malformed subtask-2 line"),
         (["EN_UA_000001.txt\tPutin\t0\t4\tAntagonist\tInstigator", "EN_UA_000001.txt\tNo\t40\t99\tAntagonist\tSpy"], None, None, "line 2, field 'start/end': span [40, 99]", "offset out of range"),
         (["EN_UA_000001.txt\tNATO\t35\t38\tAntagonist\tSpy"], None, None, "field 'mention': mention 'NATO' does not match the article text ' NAT'", "mention text mismatch"),

@@ -47,6 +47,11 @@ def test_mixed_type_label_column_is_a_clear_error(tmp_path):
     path.write_text("text,urgency\nfoo,3\nbar,high\nbaz,2\n", encoding="utf-8")
     with pytest.raises(TableFormatError, match=r"mixed.csv, column 'urgency': label column of mixed types \(number '3' at line 2; text 'high' at line 3\)"):
         load_table(path, label_columns=["urgency"])
+    # Python's float() reads "4_0" as 40 and "1e1" as 10: typos in a code column must not become new classes
+    for typo in ("4_0", "1e1", "\uff14"):
+        path.write_text(f"text,urgency\nfoo,3\nbar,{typo}\nbaz,2\n", encoding="utf-8")
+        with pytest.raises(TableFormatError, match=rf"mixed types \(number '3' at line 2; text '{typo}' at line 3\)"):
+            load_table(path, label_columns=["urgency"])
     jsonl = tmp_path / "mixed.jsonl"
     jsonl.write_text(json.dumps({"text": "a", "y": 1}) + "\n" + json.dumps({"text": "b", "y": "one"}) + "\n", encoding="utf-8")
     with pytest.raises(TableFormatError, match="column 'y': label column of mixed types"):
