@@ -6,6 +6,7 @@ command line, e.g. ``--loss_weighting uncertainty --task_weights narratives=2 ro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from dataclasses import dataclass, field
@@ -269,11 +270,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        for name in ("linear_probe_c", "gradnorm_alpha", "uncertainty_init", "sampling_temperature", "dwa_temperature",
-                     "gradnorm_learning_rate", "max_class_weight", "head_learning_rate", "uncertainty_learning_rate"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):  # NaN passes every comparison below
-                raise ValueError(f"--{name} must be a finite number, got {value!r}")
+        for option in dataclasses.fields(self):  # ours and TrainingArguments' (--learning_rate inf, --weight_decay nan)
+            value = getattr(self, option.name, None)
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
+                raise ValueError(f"--{option.name} must be a finite number, got {value!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"--loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.task_sampling not in TASK_SAMPLINGS:
@@ -317,6 +317,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.group_by_length:
             self.train_sampling_strategy = "group_by_length"
         super().__post_init__()
+        # transformers checks the names only when a Trainer is built; a study would fail at its first run
+        from transformers.integrations import get_reporting_integration_callbacks
+
+        try:
+            get_reporting_integration_callbacks(self.report_to)
+        except ValueError as error:
+            raise ValueError(f"--report_to: {error}") from None
 
 
 def check_arguments_for_model(args: MultiTaskTrainingArguments | None, model) -> MultiTaskTrainingArguments:

@@ -214,6 +214,23 @@ def test_primary_metric_a_task_does_not_report_fails_before_the_first_run(tiny_b
     assert not (tmp_path / "runs").exists()
 
 
+def test_frozen_layers_beyond_the_backbone_fail_before_the_data_is_encoded(tiny_backbone_dir, tmp_path):
+    from architecture_comparison import main
+
+    with pytest.raises(ValueError, match=r"num_frozen_layers: 3 is out of range; the backbone has 2 layers"):
+        main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(tmp_path), "--seeds", "0", "--arms", "stl",
+              "--synthetic_num_documents", "24", "--num_frozen_layers", "3", "--cache_frozen_layers", "false"])
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_unknown_integration_and_non_finite_numbers_are_refused_when_parsed():
+    with pytest.raises(ValueError, match=r"--report_to: tensorbord is not supported, only .*tensorboard"):
+        parse("--report_to", "tensorbord")
+    for option, value in (("--learning_rate", "inf"), ("--weight_decay", "nan"), ("--warmup_steps", "nan")):
+        with pytest.raises(ValueError, match=rf"{option} must be a finite number"):
+            parse(option, value)
+
+
 def test_unknown_ticket_label_column_fails_before_the_first_run(tiny_backbone_dir, tmp_path):
     from ticket_router import main
 

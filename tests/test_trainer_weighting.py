@@ -262,7 +262,9 @@ def test_logged_task_weights_are_those_the_step_applied(tiny_backbone_dir, tmp_p
 
 def test_non_finite_options_are_refused(tmp_path):
     for name, value in (("gradnorm_alpha", float("nan")), ("uncertainty_init", float("-inf")),
-                        ("linear_probe_c", float("nan"))):
+                        ("linear_probe_c", float("nan")),  # and transformers' own options
+                        ("learning_rate", float("inf")), ("weight_decay", float("nan")), ("max_grad_norm", float("nan")),
+                        ("warmup_steps", float("nan")), ("num_train_epochs", float("inf"))):
         with pytest.raises(ValueError, match=f"--{name} must be a finite number"):
             make_args(tmp_path, **{name: value})
 

@@ -223,15 +223,20 @@ class Study:
             if not validated & set(spec.tasks):
                 raise ValueError(f"run {spec.run_id}: none of its tasks {list(spec.tasks)} has a labelled example in "
                                  f"the validation split of {self.data.source}: {MISSING_LABELS_HINT}")
-        adapter_specs = [s for s in specs if s.sharing == "adapters"]
-        if adapter_specs:  # a dry build (random weights): bad target modules or layers fail now, not after other arms
-            from transformers import AutoConfig
+        from transformers import AutoConfig
 
-            from modeling import MultiTaskConfig, MultiTaskModel
+        from modeling import MultiTaskConfig, MultiTaskModel
 
-            backbone = AutoConfig.from_pretrained(self.model_args.model_name_or_path)
-            MultiTaskModel(MultiTaskConfig(backbone_config=backbone, tasks=self.data.specs(adapter_specs[0].tasks),
-                                           sharing="adapters", **self.model_args.model_options("adapters")))
+        # Every arm's model settings against the backbone (a config: no weights), e.g. --num_frozen_layers beyond its
+        # layers, before the data is encoded; adapters get a dry build (random weights): bad target modules or layers
+        # fail now, not after other arms.
+        backbone = AutoConfig.from_pretrained(self.model_args.model_name_or_path)
+        for sharing in dict.fromkeys(s.sharing for s in specs):
+            tasks = self.data.specs(next(s for s in specs if s.sharing == sharing).tasks)
+            config = MultiTaskConfig(backbone_config=backbone, tasks=tasks, sharing="adapters" if sharing == "adapters" else "hard",
+                                     **self.model_args.model_options(sharing))
+            if sharing == "adapters":
+                MultiTaskModel(config)
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
                           eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None,
