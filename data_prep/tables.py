@@ -274,6 +274,9 @@ def _check_columns(source: _Source, label_map, multi_label_columns, separator) -
             raise TableFormatError(f"{source.origin}, column {column!r}: label column of mixed types ({examples})")
 
 
+SKIPPED_ROWS_LOGGED = 20  # one warning per skipped row up to this many
+
+
 def load_table(
     source,
     text_columns: Sequence[str] = ("text",),
@@ -285,6 +288,7 @@ def load_table(
     multi_label_separator: str = ";",
     file_format: str | None = None,
     on_error: Literal["raise", "skip"] = "raise",
+    max_skipped_fraction: float = 1.0,
 ) -> LabelledTable:
     """Load a table of labelled texts as multi-task examples plus task specs.
 
@@ -299,9 +303,14 @@ def load_table(
         on_error: ``"skip"`` drops rows with a row-level error (empty text, wrong number of fields, a bad
             label value) instead of raising; they are logged and listed in ``LabelledTable.skipped``.
             Column-level errors (mixed types, ambiguous codes, duplicate ids) always raise.
+        max_skipped_fraction: with ``on_error="skip"``, the largest share of rows that may be skipped (a table
+            whose rows are mostly malformed is the wrong file, or read with the wrong settings); a table with
+            every row skipped always raises, naming the first reasons.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not 0.0 <= max_skipped_fraction <= 1.0:
+        raise ValueError(f"max_skipped_fraction must be in [0, 1], got {max_skipped_fraction!r}")
     source = _read_source(source, file_format)
     label_map = dict(label_columns) if isinstance(label_columns, Mapping) else {c: c for c in label_columns}
     if not label_map:
@@ -351,7 +360,8 @@ def load_table(
             if on_error == "raise":
                 raise TableFormatError(str(error)) from None
             skipped.append((source.lines[index], str(error)))
-            logger.warning("skipped: %s", error)
+            if len(skipped) <= SKIPPED_ROWS_LOGGED:  # the rest are in LabelledTable.skipped (and the recipes' reports)
+                logger.warning("skipped: %s", error)
             continue
         if record["doc_id"] in seen_ids:
             raise TableFormatError(
@@ -360,7 +370,13 @@ def load_table(
         seen_ids[record["doc_id"]] = index
         records.append(record)
     if skipped:
-        logger.warning("%s: skipped %d of %d rows (on_error='skip')", source.origin, len(skipped), len(source.rows))
+        total = len(source.rows)
+        if not records or len(skipped) > max_skipped_fraction * total:
+            share = "all" if not records else f"more than {max_skipped_fraction:.0%}"
+            raise TableFormatError(f"{source.origin}: {len(skipped)} of {total} rows are malformed ({share}); the first: "
+                                   + " | ".join(reason for _, reason in skipped[:3]))
+        logger.warning("%s: skipped %d of %d rows (on_error='skip')%s", source.origin, len(skipped), total,
+                       f"; the first {SKIPPED_ROWS_LOGGED} are logged above" if len(skipped) > SKIPPED_ROWS_LOGGED else "")
     return _assemble(records, skipped, source.origin, label_map, label_names, multi_label_columns)
 
 

@@ -43,8 +43,11 @@ class TicketArguments:
     ticket_rows: int = field(default=500, metadata={"help": "Rows of the synthetic table (when no --data_file)."})
     latency_repeats: int = field(default=3, metadata={"help": "Timed passes over the test texts for the latency comparison (best of; >= 1)."})
     stratify_by: str = field(default="first_label", metadata={"help": "Label column whose classes the test and validation splits keep in proportion ('first_label': the first trained column of --label_columns; 'none': a plain random split). A class with one row stays in train instead of landing, unlearnable, in test; classes of fewer than 1/eval_fraction rows are pooled into one stratum."})
+    max_skipped_fraction: float = field(default=0.2, metadata={"help": "Largest share of malformed rows (empty text, a bad label cell, a ragged line) the router skips; more, and it stops before training, quoting the first reasons (a table that is mostly malformed is the wrong file or read with the wrong --text_columns)."})
 
     def __post_init__(self):
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"--max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
         if self.latency_repeats < 1:
             raise ValueError(f"--latency_repeats must be >= 1, got {self.latency_repeats}")
         if self.ticket_rows < 1:
@@ -62,7 +65,8 @@ def load_tickets(output_dir, args, tickets) -> ExperimentData:
     audited = list(dict.fromkeys([*tickets.label_columns, *tickets.audit_columns]))
     if tickets.stratify_by not in ("first_label", "none", *audited):
         raise ValueError(f"--stratify_by {tickets.stratify_by!r}: not a label column {audited} (or 'first_label', 'none')")
-    table = load_table(path, text_columns=tickets.text_columns, label_columns=audited, on_error="skip")
+    table = load_table(path, text_columns=tickets.text_columns, label_columns=audited, on_error="skip",
+                       max_skipped_fraction=tickets.max_skipped_fraction)
     # A column with one value everywhere has nothing to learn (a classifier needs two labels): audit it, do not train it.
     constant = {t["name"]: t["labels"][0] for t in table.tasks if len(t["labels"]) < 2}
     trained = {t["name"]: t for t in table.tasks if t["name"] in tickets.label_columns and t["name"] not in constant}

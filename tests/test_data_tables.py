@@ -316,3 +316,25 @@ def test_text_overlap_counts_exact_and_near_duplicates_of_test_texts():
     assert text_overlap(train, test, threshold=0.99).near == 1
     with pytest.raises(ValueError, match="threshold must be in"):
         text_overlap(train, test, threshold=0)
+
+
+def test_a_table_of_mostly_malformed_rows_is_refused_naming_the_first_reasons(tmp_path, caplog):
+    path = tmp_path / "t.csv"
+    good = [f"{i},a text,{i % 2}" for i in range(8)]
+    bad = [f"{i},,{i % 2}" for i in range(8, 10)]  # empty texts
+    path.write_text("id,text,y\n" + "\n".join(good + bad) + "\n", encoding="utf-8")
+    assert len(load_table(path, label_columns=["y"], on_error="skip", max_skipped_fraction=0.2).examples) == 8
+    with pytest.raises(TableFormatError, match=r"t.csv: 2 of 10 rows are malformed \(more than 10%\); the first: "
+                                               r".*t.csv, line 10: empty text"):
+        load_table(path, label_columns=["y"], on_error="skip", max_skipped_fraction=0.1)
+    # every row malformed: the reason, not "no labels at all"
+    path.write_text("id,text,y\n" + "\n".join(f"{line}," for line in good) + "\n", encoding="utf-8")
+    with pytest.raises(TableFormatError, match=r"8 of 8 rows are malformed \(all\); the first: .*line 2: 4 fields where "
+                                               r"the header has 3"):
+        load_table(path, label_columns=["y"], on_error="skip")
+    # a long tail of malformed rows is logged up to a limit, and counted in full
+    many = [f"{i},a text,{i % 2}" for i in range(100)] + [f"{i},,0" for i in range(100, 130)]
+    path.write_text("id,text,y\n" + "\n".join(many) + "\n", encoding="utf-8")
+    caplog.clear()
+    table = load_table(path, label_columns=["y"], on_error="skip", max_skipped_fraction=0.5)
+    assert len(table.skipped) == 30 and sum(r.message.startswith("skipped:") for r in caplog.records) == 20
