@@ -133,11 +133,15 @@ def _model_tasks(model_dir: Path) -> list[dict]:
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: --model must be a folder saved with save_pretrained")
     try:
-        tasks = json.loads(config_path.read_text(encoding="utf-8")).get("tasks")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+    tasks = config.get("tasks") if isinstance(config, dict) else None
     if not tasks:
         raise ValueError(f"{config_path}: no 'tasks' field: not a MultiTaskModel checkpoint")
+    if not isinstance(tasks, list) or not all(isinstance(task, dict) and isinstance(task.get("name"), str) for task in tasks):
+        raise ValueError(f"{config_path}: field 'tasks' must be a list of task specs (objects with a 'name'), got "
+                         f"{str(tasks)[:100]!r}: not a MultiTaskModel checkpoint")
     return tasks
 
 
@@ -195,6 +199,14 @@ def write_submission(
                          keep_existing=keep_existing)
     logger.info("%d documents, %d mentions: predicting with %s", len(articles), count, model_dir)
 
+    from transformers import AutoTokenizer
+
+    try:  # before the weights: the folder must carry the tokenizer the model was trained with
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {model_dir}: no tokenizer could be loaded from the folder ({error}); save the "
+                         "tokenizer with the model (tokenizer.save_pretrained(folder))") from error
+
     from modeling import MultiTaskModel  # heavy (torch): only once the inputs are known to be good
 
     model = MultiTaskModel.from_pretrained(model_dir)
@@ -202,6 +214,7 @@ def write_submission(
     predictions = model.predict(
         [article["text"] for article in articles],
         mentions=span_mentions if has_entity_task else None,
+        tokenizer=tokenizer,
         batch_size=batch_size,
         return_scores=True,
     )

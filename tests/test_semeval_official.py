@@ -1,6 +1,7 @@
 """SemEval-2025 Task 10 official formats both ways, the official measures, the scorer and the submit command."""
 
 import json
+import os
 import random
 import shutil
 
@@ -457,8 +458,18 @@ def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_facto
     named = ["--documents", str(documents), "--mentions", str(mentions)]
     assert "a_file is a file" in error(*named, "--out", str(root / "a_file"))  # the last --out wins
     assert "--batch-size must be >= 1" in error(*named, "--batch-size", "0")
-    # Good inputs reach the model, whose missing weights are then named.
+    # A folder without a tokenizer is named before the weights are loaded ...
+    assert "no tokenizer could be loaded from the folder" in error(*named)
+    # ... and one with it reaches the model, whose missing weights are then named.
+    for name in os.listdir(saved_model):
+        if name.startswith(("tokenizer", "special_tokens", "vocab")):
+            shutil.copy(saved_model / name, broken_model / name)
     assert "no weights file" in error(*named)
+    # A config.json that is JSON but not a model's is named with its field.
+    (broken_model / "config.json").write_text("[1, 2]", encoding="utf-8")
+    assert "config.json: no 'tasks' field" in error(*named)
+    (broken_model / "config.json").write_text('{"tasks": "narratives"}', encoding="utf-8")
+    assert "config.json: field 'tasks' must be a list of task specs" in error(*named)
 
 
 def test_submit_refuses_to_leave_an_earlier_runs_file_beside_its_own(inputs, tmp_path_factory, capsys):
@@ -477,8 +488,8 @@ def test_submit_refuses_to_leave_an_earlier_runs_file_beside_its_own(inputs, tmp
     command = ["--model", str(narratives_only), "--documents", str(documents), "--out", str(out)]
     assert submit_main(command) == 2
     assert "holds subtask-1-annotations.txt from an earlier run" in capsys.readouterr().err
-    assert submit_main([*command, "--keep-existing"]) == 2  # let through: it now fails on the missing weights
-    assert "no weights file" in capsys.readouterr().err
+    assert submit_main([*command, "--keep-existing"]) == 2  # let through: it now fails on the missing tokenizer
+    assert "no tokenizer could be loaded" in capsys.readouterr().err
     assert (out / "subtask-1-annotations.txt").read_text(encoding="utf-8") == "earlier\n"  # nothing touched
 
 
