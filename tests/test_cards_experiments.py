@@ -223,3 +223,28 @@ def test_card_license_must_be_a_license_id():
 
     with pytest.raises(ValueError, match="--card_license 'Apache 2.0'"):
         parse_recipe_args("architecture_comparison", ["--card_license", "Apache 2.0"])
+
+
+@pytest.mark.parametrize("arm, folder_key, tasks", [("mtl", "mtl", TASKS), ("stl", "stl/narratives", TASKS[:1])])
+def test_the_cards_load_snippet_runs_on_the_saved_model(tiny_backbone_dir, tmp_path, arm, folder_key, tasks):
+    """A reader copies the card's snippet: it must run on the folder the card describes (a model with an entity
+    task needs mentions), and name that folder (a single-task model sits in best/stl/<task>)."""
+    from transformers import AutoTokenizer
+
+    from modeling import MultiTaskModel
+
+    rows = [r for r in results() if r["arm"] == arm and r["task"] in {t["name"] for t in tasks}]
+    rows += [{"arm": arm, "seed": 3, "task": "narratives", "eval_set": "test", "metric": "official_narratives_samples_f1",
+              "value": 0.5, "run_id": f"{arm}__seed3"}]
+    card = str(build_model_card(arm=arm, seed=3, tasks=tasks, run_rows=[r for r in rows if r["seed"] == 3],
+                                all_rows=rows, base_model="org/backbone", model_name="m", recipe="r",
+                                sharing="hard" if arm == "mtl" else "stl", folder_key=folder_key))
+    assert f'AutoModel.from_pretrained("path/to/best/{folder_key}")' in card
+    official = [m for e in metadata_load_text(card)["model-index"][0]["results"] for m in e["metrics"]
+                if (m.get("args") or {}).get("official")]
+    assert [(m["type"], m["args"]["average"]) for m in official] == [("f1", "samples")]  # the Hub's id, not ours
+    folder = tmp_path / "saved"
+    MultiTaskModel.from_backbone(tiny_backbone_dir, tasks).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(folder)
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace(f"path/to/best/{folder_key}", str(folder))
+    exec(compile(snippet, "card snippet", "exec"), {})  # raises if the snippet does not run

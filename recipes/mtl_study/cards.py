@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling.vocabulary import SPAN
+
 from .report import format_count, run_parameter_counts
 from .results import atomic_write_text
 from .stats import PairedComparison, format_p, summarize
@@ -36,6 +38,14 @@ HUB_METRICS = {
     "exact_match": ("exact_match", None, "exact match"),
     "accuracy": ("accuracy", None, "accuracy"),
     "main_role_accuracy": ("accuracy", {"of": "main role"}, "main-role accuracy"),
+    # the SemEval-2025 Task 10 scorer's measures (`mtl_study.official`)
+    "official_narratives_samples_f1": ("f1", {"average": "samples", "of": "narratives", "official": True},
+                                       "official narratives samples F1"),
+    "official_subnarratives_samples_f1": ("f1", {"average": "samples", "of": "subnarratives", "official": True},
+                                          "official subnarratives samples F1"),
+    "official_fine_role_exact_match": ("exact_match", {"of": "fine roles", "official": True},
+                                       "official fine-role exact match"),
+    "official_main_role_accuracy": ("accuracy", {"of": "main role", "official": True}, "official main-role accuracy"),
 }
 
 # An absolute POSIX or Windows path (not a URL, not "a/b" inside a word): what a card must never show.
@@ -157,6 +167,7 @@ def build_model_card(
     primary_metric: str = "macro_f1",
     load_path: str | None = None,
     revision: str | None = None,
+    folder_key: str | None = None,
     limitations: str = DEFAULT_LIMITATIONS,
     template_path: str | Path | None = None,
     license: str = DEFAULT_LICENSE,
@@ -175,7 +186,8 @@ def build_model_card(
             a difference significant on the adjusted one.
         base_model: the backbone (Hub id or path); ``sharing``: ``stl`` | ``hard`` | ``adapters``.
         load_path: the Hub repo the model was pushed to; a local folder (or None) becomes the placeholder
-            ``path/to/best/<arm>``. ``revision``: the branch it was pushed to (added to the load snippet).
+            ``path/to/best/<folder_key>`` (default: the arm; ``stl/<task>`` for a single-task model).
+            ``revision``: the branch it was pushed to (added to the load snippet).
         license: the card's license id (``other``: the training data's terms, named ``training-data-terms``);
             license_note: a line added to the limitations (:func:`card_license`).
         parameters: ``{"trainable_parameters", "total_parameters"}`` of the saved model (default: read from
@@ -191,7 +203,7 @@ def build_model_card(
     base_is_hub_id = is_hub_id(base_model)
     # Nothing of the training machine goes into a card: local paths become names or placeholders.
     shown_base_model = base_model if base_is_hub_id else f"{Path(base_model).name} (a local backbone)"
-    load_path = load_path if load_path and is_hub_id(load_path) else f"path/to/best/{arm}"
+    load_path = load_path if load_path and is_hub_id(load_path) else f"path/to/best/{folder_key or arm}"
     dataset_name, data_mixture = scrub_local_paths(dataset_name), scrub_local_paths(data_mixture)
     shift_statistics = scrub_local_paths(shift_statistics)
     card_data = ModelCardData(
@@ -264,6 +276,7 @@ def build_model_card(
         results=results, notes=notes,
         shift_statistics=shift_statistics or "Not computed for this run.",
         limitations=limitations + ("\n" + license_note if license_note else ""), load_path=load_path, revision=revision,
+        has_span_task=any(t.get("level") == SPAN for t in tasks),
     )
     return card
 
