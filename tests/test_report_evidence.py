@@ -112,6 +112,22 @@ def test_a_significant_loss_in_mean_but_gain_in_ranks_is_mixed_not_negative_tran
     assert "mixed direction: most seeds favour mtl" in transfer and "| negative transfer |" not in transfer
 
 
+def test_a_significant_loss_on_most_seeds_hidden_by_one_seeds_gain_is_reported(tmp_path):
+    # the mirror image: 11 seeds where mtl loses a little, one where it soars; the mean is above stl, the ranks
+    # (and the significant test) favour stl: neither "no loss" nor "no negative transfer"
+    data = []
+    for s in range(12):
+        data.append({"arm": "stl", "seed": s, "task": "t", "eval_set": "test", "metric": "macro_f1", "value": 0.5})
+        data.append({"arm": "mtl", "seed": s, "task": "t", "eval_set": "test", "metric": "macro_f1",
+                     "value": 0.49 - 0.001 * s if s < 11 else 1.0})
+    text = write_report(tmp_path, data, ReportInputs(title="t", question="q", arm_order=["stl", "mtl"])).read_text()
+    transfer = text.split("## Negative transfer", 1)[1]
+    assert "| significant | mixed (mean higher, most seeds lower) |" in transfer
+    assert "No negative transfer" not in transfer
+    assert ("Worst degradation: mtl on t (test) is +0.028 macro_f1 on the mean, but below stl on most seeds" in transfer
+            and "most seeds favour stl" in transfer and "pulled above" in transfer)
+
+
 def test_the_seeds_of_each_arm_are_listed_when_runs_are_missing(tmp_path):
     data = [r for r in rows(seeds=range(6)) if not (r["arm"] == "mtl" and r["seed"] > 2)]
     text = write_report(tmp_path, data, ReportInputs(title="t", question="q")).read_text()

@@ -48,6 +48,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def direction_label(comparison) -> str:
+    """The negative-transfer table's reading of one multi-task-minus-baseline comparison."""
+    if comparison.direction == "lower":
+        return "negative transfer"
+    if comparison.direction == "mixed":
+        mean = "lower" if comparison.mean_difference < 0 else "higher"
+        seeds = "higher" if (comparison.effect_size or 0.0) > 0 else "lower"
+        return f"mixed (mean {mean}, most seeds {seeds})"
+    return "no loss"
+
+
 def markdown_table(header: Sequence[str], body: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
@@ -414,7 +425,7 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
         body = [[c.task, c.eval_set, c.arm_a, f"{c.mean_difference:+.3f}", format_p(c.p_value), format_p(c.decision_p_value),
                  "significant" if c.significant else (
                      "not significant" if floors.get(id(c), 1.0) < c.alpha else "too few seeds"),
-                 {"lower": "negative transfer", "mixed": "mixed (mean lower, most seeds higher)"}.get(c.direction, "no loss")]
+                 direction_label(c)]
                 for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
                   markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",
