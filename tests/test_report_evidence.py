@@ -147,3 +147,14 @@ def test_arms_of_a_condition_are_held_against_the_single_task_arm_of_that_condit
     assert nt.worst.arm_a == "mtl@CC"
     text = write_report(tmp_path, data, ReportInputs(title="t", question="q", extra_comparisons=pairs)).read_text()
     assert "## Negative transfer" in text and "| mtl@CC |" in text.split("## Negative transfer", 1)[1]
+
+
+def test_raw_p_values_are_never_headed_or_described_as_adjusted(tmp_path):
+    """--p_adjust none: the verdicts use raw p-values, and every heading and sentence must say so."""
+    text = write_report(tmp_path, rows(seeds=range(8)), ReportInputs(title="t", question="q", p_adjust="none")).read_text()
+    tests = text.split("## Paired tests", 1)[1].split("## Shift", 1)[0]
+    assert "adjusted p" not in tests and "adjusted together" not in tests
+    assert "NOT adjusted for the" in tests and "| raw p (NOT adjusted) < α |" in tests
+    assert "p-values NOT adjusted (--p_adjust none)" in tests
+    holm = write_report(tmp_path, rows(seeds=range(8)), ReportInputs(title="t", question="q")).read_text()
+    assert "| adjusted p (holm) |" in holm and "adjusted together" in holm and "NOT adjusted" not in holm

@@ -26,7 +26,8 @@ from data_prep.synthetic_controls import CONTROLS, ControlsConfig, auxiliary_tas
 from .data import ExperimentData
 from .report import markdown_table
 from .runner import RunSpec
-from .stats import adjust_comparisons, compare_arms, family_floors, format_p, significance_requirement
+from .stats import (adjust_comparisons, compare_arms, decision_p_heading, decision_p_name, family_floors, format_p,
+                    significance_requirement)
 
 SINGLE_TASK, MULTI_TASK = "stl", "mtl"
 
@@ -115,10 +116,10 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
         loss = c.significant and c.direction == "lower" and c.mean_difference < 0
         note = ""
         if control == "positive":
-            expected = f"mtl > stl, adjusted p < {alpha}"
+            expected = f"mtl > stl, {decision_p_name(p_adjust)} < {alpha}"
             behaved = gain
         else:
-            expected = f"no significant gain of mtl (adjusted p ≥ {alpha} or mtl lower)"
+            expected = f"no significant gain of mtl ({decision_p_name(p_adjust)} ≥ {alpha} or mtl lower)"
             behaved = not gain
             if loss:
                 note = ("mtl significantly lower: real negative transfer (its shared layer also fits random labels), "
@@ -146,7 +147,7 @@ def control_section(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set:
              v["expected"], "missing" if v["note"].startswith("missing") else shown[v["behaved"]], v["note"]]
             for v in verdicts]
     table = markdown_table(["Control", "Primary task", f"Δ mtl − stl ({metric}, {eval_set})", "Pairs", "p (Wilcoxon)",
-                            f"adjusted p ({p_adjust})", "Rank-biserial r", "Expected", "Behaved", "Note"], body)
+                            decision_p_heading(p_adjust), "Rank-biserial r", "Expected", "Behaved", "Note"], body)
     missing = [v["control"] for v in verdicts if v["note"].startswith("missing")]
     failed = [v["control"] for v in verdicts if v["behaved"] is False]
     if failed:

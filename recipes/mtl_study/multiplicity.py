@@ -25,6 +25,16 @@ P_ADJUST_METHODS = {
 }
 
 
+def decision_p_name(method: str) -> str:
+    """What a report calls the p-value its verdicts are decided on: adjusted, or (``--p_adjust none``) said to be raw."""
+    return "adjusted p" if method != "none" else "raw p (NOT adjusted)"
+
+
+def decision_p_heading(method: str) -> str:
+    """The table heading of that p-value."""
+    return f"adjusted p ({method})" if method != "none" else decision_p_name(method)
+
+
 def min_achievable_p_value(n_pairs: int) -> float:
     """Smallest two-sided p-value scipy's Wilcoxon signed-rank test gives with ``n_pairs`` non-zero pairs: every
     difference of one sign, their ranks distinct. That is ``2 / 2**n`` where scipy runs the exact test (up to 50

@@ -29,6 +29,8 @@ from .stats import (  # noqa: E402
     P_ADJUST_METHODS,
     CrossDomainMatrix,
     comparison_family,
+    decision_p_heading,
+    decision_p_name,
     format_p,
     is_baseline_arm,
     family_floors,
@@ -296,8 +298,8 @@ def comparison_table(comparisons) -> str:
         effect = f"{c.effect_size:+.2f}" if c.effect_size is not None else "—"
         body.append([f"{c.arm_a} − {c.arm_b}", c.task, c.eval_set, f"{c.mean_difference:+.3f}", c.n_pairs,
                      format_p(c.p_value), format_p(c.decision_p_value), effect, verdict])
-    return markdown_table(["Comparison", "Task", "Eval set", "Mean Δ", "Pairs", "p (Wilcoxon)", f"adjusted p ({method})",
-                           "Rank-biserial r", "adjusted p < α"], body)
+    return markdown_table(["Comparison", "Task", "Eval set", "Mean Δ", "Pairs", "p (Wilcoxon)", decision_p_heading(method),
+                           "Rank-biserial r", f"{decision_p_name(method)} < α"], body)
 
 
 def shift_statistics_markdown(shift) -> str:
@@ -409,9 +411,12 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
                                     extra_comparisons=inputs.extra_comparisons, alpha=inputs.alpha, p_adjust=inputs.p_adjust)
     lines += ["## Paired tests", "",
               f"Two-sided Wilcoxon signed-rank tests (`scipy.stats.wilcoxon`) pairing runs by seed; effect size: "
-              f"matched-pairs rank-biserial correlation r (positive: first arm better); α = {inputs.alpha}. The p-values "
-              f"of ALL the tests below are adjusted together ({P_ADJUST_METHODS[inputs.p_adjust]}); a difference is "
-              f"called significant only on its adjusted p-value.", ""]
+              f"matched-pairs rank-biserial correlation r (positive: first arm better); α = {inputs.alpha}. "
+              + (f"The p-values of ALL the tests below are adjusted together ({P_ADJUST_METHODS[inputs.p_adjust]}); a "
+                 "difference is called significant only on its adjusted p-value." if inputs.p_adjust != "none" else
+                 f"**The p-values below are NOT adjusted for the {len(comparisons)} tests of this report** (`--p_adjust "
+                 f"none`): 'significant' means raw p < α, and about {len(comparisons)} × α of the tests come out "
+                 "significant by chance alone."), ""]
     if comparisons:
         lines += [comparison_table(comparisons), "", f"> {significance_requirement(comparisons, inputs.alpha, inputs.p_adjust)}"]
         notes = sorted({c.note for c in comparisons if c.note})
@@ -428,7 +433,7 @@ def write_report(output_dir: str | Path, rows: Sequence[Mapping], inputs: Report
                  direction_label(c)]
                 for c in nt.comparisons]
         lines += [f"## Negative transfer (multi-task − {baseline}, {metric})", "",
-                  markdown_table(["Task", "Eval set", "Arm", "Δ", "p", f"adjusted p ({inputs.p_adjust})", "Significance",
+                  markdown_table(["Task", "Eval set", "Arm", "Δ", "p", decision_p_heading(inputs.p_adjust), "Significance",
                                   "Direction"], body), "",
                   f"**{nt.summary_sentence()}**", ""]
 

@@ -36,8 +36,8 @@ from scipy import stats as scipy_stats
 BASELINE_ARM_PREFIX = "baseline_"
 
 from .multiplicity import (  # noqa: E402,F401  (re-exported: the stats vocabulary of the reports)
-    MIN_PAIRS_FOR_SIGNIFICANCE, P_ADJUST_METHODS, _check_method, adjust_p_values, family_floors,
-    min_achievable_p_value, min_adjusted_p_value, min_adjusted_p_values, seeds_needed,
+    MIN_PAIRS_FOR_SIGNIFICANCE, P_ADJUST_METHODS, _check_method, adjust_p_values, decision_p_heading, decision_p_name,
+    family_floors, min_achievable_p_value, min_adjusted_p_value, min_adjusted_p_values, seeds_needed,
 )
 
 
@@ -231,14 +231,16 @@ def significance_requirement(comparisons: Sequence[PairedComparison], alpha: flo
     fewest, most = min(pairs), max(pairs)
     floor, worst = min(floors), max(floors)
     needed = seeds_needed(m, alpha, method)
-    adjustment = P_ADJUST_METHODS[_check_method(method)]
-    sentence = (f"{m} test{'s' * (m != 1)}, p-values adjusted by {adjustment}. With {most} seed pairs that differ "
-                f"(tied seeds do not count) the smallest adjusted p-value a test can reach is {format_p(floor)}")
+    adjustment = (f"p-values adjusted by {P_ADJUST_METHODS[_check_method(method)]}" if method != "none" else
+                  "p-values NOT adjusted (--p_adjust none)")
+    adjusted = "adjusted " if method != "none" else ""
+    sentence = (f"{m} test{'s' * (m != 1)}, {adjustment}. With {most} seed pairs that differ "
+                f"(tied seeds do not count) the smallest {adjusted}p-value a test can reach is {format_p(floor)}")
     if fewest < most:
         sentence += (f"; a test with {fewest} such pair{'s' * (fewest != 1)} can reach no lower than "
                      f"{format_p(worst)}")
     if floor < alpha:
-        return sentence + f"; {needed} seeds are the minimum for adjusted p < {alpha} with {m} tests."
+        return sentence + f"; {needed} seeds are the minimum for {decision_p_name(method)} < {alpha} with {m} tests."
     if needed <= most:  # enough seeds, but the other tests' ties (BH ranks every test) keep this one above alpha
         return sentence + (f"; so NO result can be significant at α = {alpha}: too few of the {m} tests have seeds on "
                            f"which the arms differ.")
