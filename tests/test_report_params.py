@@ -97,6 +97,17 @@ def test_report_shows_parameters_per_arm_without_touching_the_statistics(tmp_pat
     assert arm_table(rows, "macro_f1", order) in text
 
 
+def test_a_multi_task_run_scored_on_one_task_is_still_one_model_for_its_tasks():
+    """transfer_controls: an mtl run trains a primary and an auxiliary task but is scored on the primary only."""
+    rows = [{"arm": arm, "seed": s, "task": "primary", "eval_set": "test", "metric": "macro_f1", "value": 0.5,
+             "run_id": f"{arm}__seed{s}", "trainable_parameters": 100 + (arm == "mtl"), "total_parameters": 1000,
+             "trained_tasks": 2 if arm == "mtl" else 1} for arm in ("stl", "mtl") for s in range(2)]
+    table = parameter_table(rows, ["stl", "mtl"])
+    assert "| mtl | one model for 2 tasks |" in table and "| stl | one model for 1 task |" in table
+    older = [{k: v for k, v in r.items() if k != "trained_tasks"} for r in rows]  # results without the field
+    assert "| mtl | one model for 1 task |" in parameter_table(older, ["stl", "mtl"])
+
+
 def test_report_without_counts_omits_the_table_and_notes_the_summed_loss(tmp_path):
     history = [{"step": s, "loss": 2 / s, "loss_a": 1 / s, "loss_b": 1 / s} for s in range(1, 5)]
     text = write_report(tmp_path, rows_with_sizes(with_sizes=False), ReportInputs(

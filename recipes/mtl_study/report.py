@@ -205,7 +205,8 @@ def format_count(count: int | float) -> str:
 
 
 def run_parameter_counts(rows: Sequence[Mapping]) -> dict[str, dict]:
-    """``run_id -> {arm, seed, tasks, trainable_parameters, total_parameters}`` for runs whose rows carry the counts."""
+    """``run_id -> {arm, seed, tasks (evaluated), trained_tasks, trainable_parameters, total_parameters}`` for runs
+    whose rows carry the counts."""
     runs: dict[str, dict] = {}
     for r in rows:
         if not all(isinstance(r.get(f), (int, float)) for f in PARAMETER_FIELDS):
@@ -214,6 +215,10 @@ def run_parameter_counts(rows: Sequence[Mapping]) -> dict[str, dict]:
         run = runs.setdefault(run_id, {"arm": r["arm"], "seed": r["seed"], "tasks": set(),
                                        **{f: int(r[f]) for f in PARAMETER_FIELDS}})
         run["tasks"].add(r["task"])
+        if isinstance(r.get("trained_tasks"), int):  # results of older versions: the tasks evaluated stand in
+            run["trained_tasks"] = r["trained_tasks"]
+    for run in runs.values():
+        run.setdefault("trained_tasks", len(run["tasks"]))
     return runs
 
 
@@ -241,8 +246,9 @@ def parameter_table(rows: Sequence[Mapping], arm_order: Sequence[str] | None = N
     for arm in arms:
         of_arm = [run for run in runs.values() if run["arm"] == arm]
         tasks = sorted(set().union(*(run["tasks"] for run in of_arm)))
-        single = all(len(run["tasks"]) == 1 for run in of_arm) and len(tasks) > 1
-        model = "one model per task" if single else f"one model for {len(tasks)} task{'s' * (len(tasks) != 1)}"
+        trained = max(run["trained_tasks"] for run in of_arm)
+        single = all(run["trained_tasks"] == 1 for run in of_arm) and len(tasks) > 1
+        model = "one model per task" if single else f"one model for {trained} task{'s' * (trained != 1)}"
         trainable = [run["trainable_parameters"] for run in of_arm]
         total = [run["total_parameters"] for run in of_arm]
         shares = [run["trainable_parameters"] / run["total_parameters"] for run in of_arm if run["total_parameters"]]

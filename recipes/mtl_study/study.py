@@ -312,7 +312,9 @@ class Study:
             if args.disable_tqdm:  # one compact line per logging step instead of every metric dict
                 trainer.remove_callback(PrinterCallback)
                 trainer.add_callback(CompactProgress(metric))
-            parameters = count_parameters(model)  # once per run; carried by every row as metadata, not as a metric
+            # once per run; carried by every row as metadata, not as a metric (with the number of tasks trained: a
+            # run evaluated on fewer, e.g. a control's primary task only, is still a multi-task model)
+            parameters = {**count_parameters(model), "trained_tasks": len(spec.tasks)}
             trainer.train(resume_from_checkpoint=resume)
             summary = training_summary(trainer, metric, spec.tasks)  # before the evaluations below add to the log
             trainer.tune_thresholds(validation)  # decision thresholds come from validation, never from test
