@@ -200,7 +200,8 @@ class MultiTaskTrainer(Trainer):
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False, dataloader_key=None):
         # `--dataloader_drop_last` is about training batches; transformers applies it to evaluation too, which
         # would score a set without its last rows.
-        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, self.args.dataloader_drop_last and is_training
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = drop_last and is_training
         try:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         finally:
