@@ -185,7 +185,7 @@ def _kind_of(value) -> str:
         return "bool"
     if isinstance(value, numbers.Number):
         return "number"
-    if isinstance(value, str):  # "3" and "3.0" are codes whatever the file format: a JSON string, a DataFrame of objects, a CSV cell
+    if isinstance(value, str):  # "3" and "3.0" are codes in any format: a JSON string, a DataFrame cell, a CSV cell
         return "number" if _number_in(value) is not None else "text"
     return type(value).__name__
 
