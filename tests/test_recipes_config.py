@@ -223,6 +223,20 @@ def test_frozen_layers_beyond_the_backbone_fail_before_the_data_is_encoded(tiny_
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--lora_target_modules", "nope", r"Target modules \{'nope'\} not found in the base model"),
+    ("--lora_layers", "7", r"--lora_layers \[7\]: the backbone has 2 layers, numbered 0 to 1"),
+])
+def test_bad_adapter_settings_fail_before_the_data_is_encoded(tiny_backbone_dir, tmp_path, option, value, message):
+    from architecture_comparison import main
+
+    with pytest.raises(Exception, match=message):
+        main(["--model_name_or_path", tiny_backbone_dir, "--output_dir", str(tmp_path), "--seeds", "0",
+              "--arms", "stl", "mtl_adapters", "--synthetic_num_documents", "24", "--num_frozen_layers", "0",
+              "--cache_frozen_layers", "false", option, value])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unknown_integration_and_non_finite_numbers_are_refused_when_parsed():
     with pytest.raises(ValueError, match=r"--report_to: tensorbord is not supported, only .*tensorboard"):
         parse("--report_to", "tensorbord")

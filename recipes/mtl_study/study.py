@@ -223,20 +223,25 @@ class Study:
             if not validated & set(spec.tasks):
                 raise ValueError(f"run {spec.run_id}: none of its tasks {list(spec.tasks)} has a labelled example in "
                                  f"the validation split of {self.data.source}: {MISSING_LABELS_HINT}")
+        import torch
         from transformers import AutoConfig
 
         from modeling import MultiTaskConfig, MultiTaskModel
 
         # Every arm's model settings against the backbone (a config: no weights), e.g. --num_frozen_layers beyond its
-        # layers, before the data is encoded; adapters get a dry build (random weights): bad target modules or layers
-        # fail now, not after other arms.
+        # layers, before the data is encoded; adapters get a dry build on the meta device (shapes, no memory, any
+        # backbone size): bad target modules or layers fail now, not after other arms.
         backbone = AutoConfig.from_pretrained(self.model_args.model_name_or_path)
         for sharing in dict.fromkeys(s.sharing for s in specs):
             tasks = self.data.specs(next(s for s in specs if s.sharing == sharing).tasks)
             config = MultiTaskConfig(backbone_config=backbone, tasks=tasks, sharing="adapters" if sharing == "adapters" else "hard",
                                      **self.model_args.model_options(sharing))
             if sharing == "adapters":
-                MultiTaskModel(config)
+                layers, depth = self.model_args.adapter_layers(), getattr(backbone, "num_hidden_layers", None)
+                if layers and depth and not all(0 <= layer < depth for layer in layers):  # PEFT: "target modules not found"
+                    raise ValueError(f"--lora_layers {layers}: the backbone has {depth} layers, numbered 0 to {depth - 1}")
+                with torch.device("meta"):
+                    MultiTaskModel(config)
 
     def make_run_function(self, examples_for: ExamplesFor | None = None, encoded_train_for: EncodedFor | None = None,
                           eval_sets_for: EvalSetsFor | None = None, eval_tasks_for: Callable[[RunSpec, str], Sequence[str]] | None = None,
