@@ -198,6 +198,7 @@ def _read_subtask2(
     report: LoadReport,
 ) -> dict[str, tuple[list[str], list[str]]]:
     labels: dict[str, tuple[list[str], list[str]]] = {}
+    spellings: dict[str, tuple[str, int]] = {}  # casefolded label -> (first spelling, its line); checked without a taxonomy
     for number, line in _read_lines(path):
         report.subtask2_lines += 1
         fields = _split_line(line)
@@ -223,11 +224,25 @@ def _read_subtask2(
             continue
         narratives, subnarratives = _split_labels(narrative_field), _split_labels(subnarrative_field)
         error = _check_narratives(narratives, subnarratives, taxonomy, path, number)
+        if error is None and taxonomy is None:
+            error = _second_spelling(narratives, subnarratives, spellings, path, number)
         if error is not None:
             problem("label outside the taxonomy", error)
             continue
         labels[article_id] = (narratives, subnarratives)
     return labels
+
+
+def _second_spelling(narratives: list[str], subnarratives: list[str], spellings: dict[str, tuple[str, int]],
+                     path: Path, number: int) -> SemEvalFormatError | None:
+    """Without a taxonomy labels are checked for form only: a label spelled in two cases would become two classes."""
+    for column, values in (("narratives", narratives), ("subnarratives", subnarratives)):
+        for label in values:
+            first, line = spellings.setdefault(label.casefold(), (label, number))
+            if first != label:
+                return SemEvalFormatError(f"label {label!r} differs only in case from {first!r} (line {line}); without "
+                                          "a taxonomy/ folder the loader cannot tell which is right", path, number, column)
+    return None
 
 
 def _check_narratives(

@@ -138,6 +138,18 @@ def test_bad_input_errors_name_file_line_field_and_can_be_skipped(tmp_path, subt
     assert report.skipped[reason] == 1 and message in report.problems[0]
 
 
+def test_a_label_spelled_in_two_cases_is_an_error_without_a_taxonomy(tmp_path):
+    subtask2 = ["EN_UA_000001.txt\tURW: Discrediting Ukraine\tURW: Discrediting Ukraine: Other",
+                "EN_CC_000002.txt\tURW: discrediting Ukraine\tURW: discrediting Ukraine: Other"]
+    root = make_corpus(tmp_path, None, subtask2)
+    with pytest.raises(SemEvalFormatError, match=r"subtask-2-annotations.txt, line 2, field 'narratives': label "
+                                                 r"'URW: discrediting Ukraine' differs only in case from 'URW: "
+                                                 r"Discrediting Ukraine' \(line 1\)"):
+        load_semeval(root)
+    articles, report = load_semeval(root, on_error="skip", return_report=True)
+    assert len(articles) == 1 and report.skipped["label outside the taxonomy"] == 1
+
+
 def test_subnarrative_without_its_narrative_is_an_error(tmp_path):
     root = make_corpus(tmp_path, subtask2=["EN_CC_000002.txt\tOther\tCC: Downplaying climate change: Other", "EN_UA_000001.txt\tOther\tOther"])
     with pytest.raises(SemEvalFormatError, match="belongs to narrative 'CC: Downplaying climate change', which the narratives column lacks"):
