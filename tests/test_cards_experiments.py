@@ -176,6 +176,17 @@ def test_relative_paths_that_exist_keep_only_their_name(tmp_path, monkeypatch):
     assert str(tmp_path) not in note and "<local path>" in note
 
 
+def test_known_folders_with_spaces_keep_only_their_name(tmp_path):
+    from mtl_study.cards import scrub_local_paths
+
+    data = tmp_path / "My Data"
+    data.mkdir()
+    text = f"ticket table {data}/tickets.csv (real), model org/model"
+    assert scrub_local_paths(text) != "ticket table My Data/tickets.csv (real), model org/model"  # the pattern alone
+    assert scrub_local_paths(text, known_paths=[data, "org/model"]) == \
+        "ticket table My Data/tickets.csv (real), model org/model"
+
+
 def test_a_shared_folder_names_no_local_backbone_path(tmp_path, monkeypatch):
     from mtl_study.cards import make_shareable
 

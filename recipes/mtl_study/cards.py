@@ -52,11 +52,17 @@ HUB_METRICS = {
 _LOCAL_PATH = re.compile(r"(?<![\w.:/~\\])(?:~/|/|[A-Za-z]:[\\/])[^\s/\\`'\"()|,;]+(?:[/\\][^\s/\\`'\"()|,;]*)*")
 
 
-def scrub_local_paths(text: str, placeholder: str = "<local path>") -> str:
+def scrub_local_paths(text: str, placeholder: str = "<local path>", known_paths: Sequence[str | Path] = ()) -> str:
     """``text`` with every absolute local path replaced by ``placeholder``, and every relative path that exists on
-    this machine (``../shared/data/t.csv``) by its last part (``t.csv``)."""
+    this machine (``../shared/data/t.csv``) by its last part (``t.csv``). ``known_paths`` that exist here (the
+    data folder, the output folder, ...) are replaced by their last part first, whole: a path with spaces
+    (``/home/me/My Data``) is more than the pattern can see."""
     if not text:
         return text
+    existing = [p for p in known_paths if p and Path(p).exists()]  # not a Hub id such as org/model
+    spelled = {str(p) for p in existing} | {str(Path(p).resolve()) for p in existing}
+    for path in sorted((p for p in spelled if "/" in p or "\\" in p), key=len, reverse=True):
+        text = text.replace(path, Path(path).name)
 
     def relative(match: re.Match) -> str:
         token = match.group(0)
@@ -168,6 +174,7 @@ def build_model_card(
     load_path: str | None = None,
     revision: str | None = None,
     folder_key: str | None = None,
+    local_paths: Sequence[str | Path] = (),
     limitations: str = DEFAULT_LIMITATIONS,
     template_path: str | Path | None = None,
     license: str = DEFAULT_LICENSE,
@@ -188,6 +195,7 @@ def build_model_card(
         load_path: the Hub repo the model was pushed to; a local folder (or None) becomes the placeholder
             ``path/to/best/<folder_key>`` (default: the arm; ``stl/<task>`` for a single-task model).
             ``revision``: the branch it was pushed to (added to the load snippet).
+        local_paths: folders of this machine the texts may name (data, outputs): shown by their last part only.
         license: the card's license id (``other``: the training data's terms, named ``training-data-terms``);
             license_note: a line added to the limitations (:func:`card_license`).
         parameters: ``{"trainable_parameters", "total_parameters"}`` of the saved model (default: read from
@@ -204,8 +212,9 @@ def build_model_card(
     # Nothing of the training machine goes into a card: local paths become names or placeholders.
     shown_base_model = base_model if base_is_hub_id else f"{Path(base_model).name} (a local backbone)"
     load_path = load_path if load_path and is_hub_id(load_path) else f"path/to/best/{folder_key or arm}"
-    dataset_name, data_mixture = scrub_local_paths(dataset_name), scrub_local_paths(data_mixture)
-    shift_statistics = scrub_local_paths(shift_statistics)
+    dataset_name, data_mixture = (scrub_local_paths(dataset_name, known_paths=local_paths),
+                                  scrub_local_paths(data_mixture, known_paths=local_paths))
+    shift_statistics = scrub_local_paths(shift_statistics, known_paths=local_paths)
     card_data = ModelCardData(
         model_name=model_name,
         base_model=base_model if base_is_hub_id else None,
@@ -250,7 +259,7 @@ def build_model_card(
                              f"({trainable / total:.1%}; {int(trainable):,} of {int(total):,})")
 
     hyperparameters = scrub_local_paths(", ".join(f"{k}={v}" for k, v in training.items()
-                                                  if k not in ("loss_weighting", "task_sampling")))
+                                                  if k not in ("loss_weighting", "task_sampling")), known_paths=local_paths)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path),

@@ -179,7 +179,8 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
         arm = info["arm"]
         key, revision = _best_model_key(study, folder)
         config = MultiTaskConfig.from_pretrained(folder)
-        dataset_name = scrub_local_paths(study.data.source.split(" (")[0])
+        local_paths = [study.data.data_dir, study.output_dir, m.model_name_or_path]
+        dataset_name = scrub_local_paths(study.data.source.split(" (")[0], known_paths=local_paths)
         license, license_note = card_license(a.card_license, study.data.synthetic, dataset_name)
         card = build_model_card(
             arm=arm, seed=info["seed"], tasks=config.tasks, run_rows=[r for r in rows if r["run_id"] == info["run_id"]],
@@ -200,7 +201,7 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
             dataset_id=study.data.dataset_id, dataset_name=dataset_name, license=license, license_note=license_note,
             data_mixture=data_mixture or study.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
             load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
-            folder_key=key,
+            folder_key=key, local_paths=local_paths,
         )
         atomic_write_text(folder / "README.md", str(card))
         make_shareable(folder, _hub_id_of(m.model_name_or_path))
