@@ -128,7 +128,8 @@ class UncertaintyWeighting(TaskWeighting):
         self.task_log_variances = nn.ParameterList(
             nn.Parameter(torch.tensor(float(init_log_variance))) for _ in self.task_names
         )
-        self.register_load_state_dict_pre_hook(_split_stacked_log_variances)
+        # torch < 2.5 has only the private spelling of the (public since 2.5) load_state_dict pre-hook
+        self._register_load_state_dict_pre_hook(_split_stacked_log_variances, with_module=True)
 
     @property
     def log_variances(self) -> torch.Tensor:
@@ -159,6 +160,12 @@ class UncertaintyWeighting(TaskWeighting):
 
     def extra_logs(self) -> dict[str, float]:
         return dict(zip((f"log_variance_{name}" for name in self.task_names), self.log_variances.detach().tolist()))
+
+
+def legacy_weighting_state(state: Mapping) -> bool:
+    """Whether a saved weighting state holds the log-variances as one vector (before they were one parameter per
+    task): the weighting itself still loads it, but the optimizer state saved beside it has the old layout."""
+    return any(key == "log_variances" or key.endswith(".log_variances") for key in state)
 
 
 def _split_stacked_log_variances(module, state_dict, prefix, *args) -> None:
@@ -338,15 +345,21 @@ def save_weighting_state(weighting: TaskWeighting, path: str) -> None:
 
 
 def load_weighting_state(path: str, device=None) -> dict:
-    """A state dict written by `save_weighting_state`, loaded with ``weights_only=True``: a file carrying anything
-    but tensors and plain types (e.g. a planted pickle payload) is refused, never executed."""
+    """A state dict written by `save_weighting_state` into a checkpoint, loaded with ``weights_only=True``: a file
+    carrying anything but tensors and plain types (e.g. a planted pickle payload) is refused, never executed. A
+    state of an earlier version whose checkpoint cannot be resumed (`legacy_weighting_state`) is refused too."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise ValueError(
             f"{path}: cannot restore the loss-weighting state: not a plain tensor state dict loadable with "
             f"torch.load(weights_only=True) (corrupt, or written by something else; refusing to unpickle it): {err}"
         ) from err
+    if legacy_weighting_state(state):  # else torch fails on optimizer.pt: "parameter group doesn't match"
+        raise ValueError(f"{path}: saved by an earlier version (one log-variance vector for all tasks): the optimizer "
+                         "state beside it does not fit the per-task log-variances; resume from a newer checkpoint or "
+                         "train again")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------------------

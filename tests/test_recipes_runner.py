@@ -243,6 +243,23 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one_with_a_warning
     assert last_checkpoint(root) is None
 
 
+def test_a_checkpoint_of_the_earlier_log_variance_layout_is_not_resumed(tmp_path, caplog):
+    """Its optimizer state has one group entry for all tasks' log-variances: resuming would fail in torch."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(4)}, str(tmp_path / "good.safetensors"))
+    root = tmp_path / "checkpoints"
+    older = _checkpoint(root, 10, (tmp_path / "good.safetensors").read_bytes())
+    torch.save({"task_log_variances.0": torch.tensor(0.1), "task_log_variances.1": torch.tensor(0.2)},
+               str(older / "loss_weighting.pt"))
+    legacy = _checkpoint(root, 20, (tmp_path / "good.safetensors").read_bytes())
+    torch.save({"log_variances": torch.tensor([0.1, 0.2])}, str(legacy / "loss_weighting.pt"))
+    with caplog.at_level("WARNING", logger="mtl_study.runner"):
+        assert last_checkpoint(root).endswith("checkpoint-10")
+    assert "saved by an earlier version (one log-variance vector for all tasks)" in caplog.records[-1].getMessage()
+
+
 def test_relaunch_after_a_truncated_checkpoint_resumes_from_the_previous_one(tmp_path):
     spec = RunSpec("mtl", 0, ["a", "b"])
     root = tmp_path / "runs" / spec.run_id / "checkpoints"

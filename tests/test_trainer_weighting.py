@@ -97,10 +97,17 @@ def test_a_task_absent_from_a_step_keeps_its_learned_log_variance(tiny_backbone_
     assert topic[0] != topic[1] != topic[2]
 
 
-def test_uncertainty_state_saved_as_one_vector_still_loads():
+def test_uncertainty_state_saved_as_one_vector_loads_but_its_checkpoint_is_not_resumed(tmp_path):
+    from modeling.loss_weighting import load_weighting_state
+
     weighting = UncertaintyWeighting(["a", "b"])
     weighting.load_state_dict({"log_variances": torch.tensor([0.25, -0.5])})
     assert weighting.log_variances.tolist() == [0.25, -0.5]
+    # the optimizer state saved beside it has the old layout: a resume is refused with a message, not torch's
+    path = str(tmp_path / "loss_weighting.pt")
+    torch.save({"log_variances": torch.tensor([0.25, -0.5])}, path)
+    with pytest.raises(ValueError, match="saved by an earlier version .* resume from a newer checkpoint or train again"):
+        load_weighting_state(path)
 
 
 def test_uncertainty_objective():

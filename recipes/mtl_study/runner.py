@@ -140,7 +140,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     ``trainer_state.json`` must parse (the trainer writes it last, so a checkpoint cut short by a kill lacks
     it); every ``*.safetensors`` must have a readable header that covers the file (a truncated file fails
     here); every ``torch.save`` file (``*.pt``, ``*.pth``, ``*.bin``) is a zip whose directory sits at its end,
-    so a truncated one fails to open as a zip.
+    so a truncated one fails to open as a zip. The loss-weighting state (a few numbers) is read: one written by an
+    earlier version cannot be resumed.
     """
     state = checkpoint / "trainer_state.json"
     if not state.is_file():
@@ -161,6 +162,14 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
                 zipfile.ZipFile(path).close()
         except Exception as error:  # safetensors raises its own error type; any failure means "not loadable"
             return f"{path.name} is unreadable: {type(error).__name__}: {error}"
+    from modeling.loss_weighting import load_weighting_state
+    from modeling.trainer import LOSS_WEIGHTING_FILE
+
+    if (checkpoint / LOSS_WEIGHTING_FILE).is_file():
+        try:
+            load_weighting_state(str(checkpoint / LOSS_WEIGHTING_FILE), "cpu")
+        except ValueError as error:
+            return str(error)
     return None
 
 
