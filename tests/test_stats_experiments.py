@@ -198,3 +198,20 @@ def test_a_tied_seed_makes_a_comparison_untestable_where_it_lowers_the_reachable
     assert comparison_table([comparison]).splitlines()[-1].endswith("| untestable |")
     sentence = significance_requirement([comparison])
     assert "With 5 seed pairs that differ" in sentence and "NO result can be significant" in sentence
+
+
+def test_the_worst_degradation_is_never_a_significant_gain():
+    """A significant result whose ranks favour the multi-task arm is a gain even with a lower mean: a larger,
+    non-significant loss elsewhere is the worst degradation."""
+    from mtl_study.stats import NegativeTransfer, PairedComparison
+
+    def comparison(task, mean, effect, p):
+        return PairedComparison("mtl", "stl", task, "test", "macro_f1", 12, mean, 10.0, p, effect, p_adjust="holm",
+                                adjusted_p_value=p)
+
+    gain_in_ranks = comparison("t1", -0.005, 0.90, 0.002)
+    real_loss = comparison("t2", -0.15, -0.60, 0.06)
+    nt = NegativeTransfer("stl", "macro_f1", [gain_in_ranks, real_loss])
+    assert nt.worst is real_loss and "mtl on t2" in nt.summary_sentence()
+    significant_loss = comparison("t3", -0.01, -0.80, 0.01)
+    assert NegativeTransfer("stl", "macro_f1", [gain_in_ranks, real_loss, significant_loss]).worst is significant_loss

@@ -302,11 +302,14 @@ class NegativeTransfer:
 
     @property
     def worst(self) -> PairedComparison | None:
-        """The worst loss: a significant one before any other, then the most negative mean difference."""
+        """The worst loss: one the test finds significant in the baseline's favour (most seeds lower) before any
+        other, then the most negative mean difference. (A significant result whose ranks favour the multi-task arm
+        is a significant gain, whatever its mean.)"""
         losses = self.losses()
         if not losses:
             return None
-        return min(losses, key=lambda c: (not c.significant, c.mean_difference, c.effect_size or 0.0))
+        return min(losses, key=lambda c: (not (c.significant and (c.effect_size or 0.0) < 0), c.mean_difference,
+                                          c.effect_size or 0.0))
 
     def degraded_tasks(self) -> list[PairedComparison]:
         return [c for c in self.comparisons if c.mean_difference < 0]
