@@ -199,15 +199,17 @@ def write_submission(
                          keep_existing=keep_existing)
     logger.info("%d documents, %d mentions: predicting with %s", len(articles), count, model_dir)
 
+    # heavy (torch): only once the inputs are known to be good. Imported before the tokenizer is read: it registers
+    # the model type, so transformers neither asks to trust the folder's copied code nor runs it.
     from transformers import AutoTokenizer
+
+    from modeling import MultiTaskModel
 
     try:  # before the weights: the folder must carry the tokenizer the model was trained with
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as error:
         raise ValueError(f"--model {model_dir}: no tokenizer could be loaded from the folder ({error}); save the "
                          "tokenizer with the model (tokenizer.save_pretrained(folder))") from error
-
-    from modeling import MultiTaskModel  # heavy (torch): only once the inputs are known to be good
 
     model = MultiTaskModel.from_pretrained(model_dir)
     span_mentions = [[(m["start"], m["end"]) for m in article["mentions"]] for article in articles]

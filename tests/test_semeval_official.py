@@ -472,6 +472,25 @@ def test_submit_validates_inputs_before_loading_the_model(inputs, tmp_path_facto
     assert "config.json: field 'tasks' must be a list of task specs" in error(*named)
 
 
+def test_the_submit_command_never_asks_to_trust_the_models_copied_code(inputs, tmp_path):
+    """In a fresh process the saved folder's model type is unknown to transformers until `modeling` is imported:
+    reading the tokenizer first made transformers ask to run the folder's code (and run it on "y")."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    root, documents, mentions, _, saved_model, _ = inputs
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(saved_model, no_weights, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    command = [sys.executable, "-m", "data_prep.semeval_submit", "--model", str(no_weights), "--documents",
+               str(documents), "--mentions", str(mentions), "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                            cwd=REPO_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "no weights file" in result.stderr, result.stderr[-2000:]
+    assert "custom code" not in result.stdout + result.stderr
+
+
 def test_submit_refuses_to_leave_an_earlier_runs_file_beside_its_own(inputs, tmp_path_factory, capsys):
     """A narratives-only model writing into a folder that holds an entity file from an earlier run would leave that
     file to be scored as its own: refused before the model loads, unless --keep-existing."""
