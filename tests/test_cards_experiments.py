@@ -185,6 +185,12 @@ def test_known_folders_with_spaces_keep_only_their_name(tmp_path):
     assert scrub_local_paths(text) != "ticket table My Data/tickets.csv (real), model org/model"  # the pattern alone
     assert scrub_local_paths(text, known_paths=[data, "org/model"]) == \
         "ticket table My Data/tickets.csv (real), model org/model"
+    # "/" (a data folder "." resolved at the root of a container) has no name: never replaced; nor is a known
+    # folder inside a longer path or a URL
+    (tmp_path / "sem").mkdir()
+    (tmp_path / "sem_other").mkdir()
+    kept = f"https://example.org/a/b, {tmp_path / 'sem_other'}/x.csv"
+    assert scrub_local_paths(kept, known_paths=["/", tmp_path / "sem"]) == "https://example.org/a/b, <local path>"
 
 
 def test_a_shared_folder_names_no_local_backbone_path(tmp_path, monkeypatch):
@@ -259,3 +265,16 @@ def test_the_cards_load_snippet_runs_on_the_saved_model(tiny_backbone_dir, tmp_p
     AutoTokenizer.from_pretrained(tiny_backbone_dir).save_pretrained(folder)
     snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace(f"path/to/best/{folder_key}", str(folder))
     exec(compile(snippet, "card snippet", "exec"), {})  # raises if the snippet does not run
+
+
+def test_a_card_of_a_report_without_adjustment_says_its_p_values_are_raw():
+    rows = results()
+    run_rows = [r for r in rows if r["run_id"] == "mtl__seed3"]
+    common = dict(arm="mtl", seed=3, tasks=TASKS, run_rows=run_rows, all_rows=rows, base_model="org/backbone",
+                  model_name="m", recipe="r", sharing="hard")
+    raw = str(build_model_card(**common, comparisons=comparison_family(rows, p_adjust="none")))
+    assert "NOT adjusted for the other tests" in raw and "ADJUSTED p-value" not in raw
+    holm = str(build_model_card(**common, comparisons=comparison_family(rows)))
+    assert "ADJUSTED p-value" in holm and "NOT adjusted" not in holm
+    # the stl arm's card holds no comparison: the report's setting decides
+    assert "NOT adjusted for the other tests" in str(build_model_card(**{**common, "arm": "stl"}, p_adjust="none"))

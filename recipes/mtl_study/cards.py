@@ -61,8 +61,10 @@ def scrub_local_paths(text: str, placeholder: str = "<local path>", known_paths:
         return text
     existing = [p for p in known_paths if p and Path(p).exists()]  # not a Hub id such as org/model
     spelled = {str(p) for p in existing} | {str(Path(p).resolve()) for p in existing}
-    for path in sorted((p for p in spelled if "/" in p or "\\" in p), key=len, reverse=True):
-        text = text.replace(path, Path(path).name)
+    # a path with a name ("/" has none) and a separator, replaced whole: not inside a longer path or a URL
+    for path in sorted((p for p in spelled if Path(p).name and ("/" in p or "\\" in p)), key=len, reverse=True):
+        name = Path(path).name
+        text = re.sub(rf"(?<![\w./\\:-]){re.escape(path)}(?![\w.-])", lambda _: name, text)
 
     def relative(match: re.Match) -> str:
         token = match.group(0)
@@ -175,6 +177,7 @@ def build_model_card(
     revision: str | None = None,
     folder_key: str | None = None,
     local_paths: Sequence[str | Path] = (),
+    p_adjust: str | None = None,
     limitations: str = DEFAULT_LIMITATIONS,
     template_path: str | Path | None = None,
     license: str = DEFAULT_LICENSE,
@@ -196,6 +199,7 @@ def build_model_card(
             ``path/to/best/<folder_key>`` (default: the arm; ``stl/<task>`` for a single-task model).
             ``revision``: the branch it was pushed to (added to the load snippet).
         local_paths: folders of this machine the texts may name (data, outputs): shown by their last part only.
+        p_adjust: the report's p-value adjustment (default: that of ``comparisons``), for the card's wording.
         license: the card's license id (``other``: the training data's terms, named ``training-data-terms``);
             license_note: a line added to the limitations (:func:`card_license`).
         parameters: ``{"trainable_parameters", "total_parameters"}`` of the saved model (default: read from
@@ -286,6 +290,7 @@ def build_model_card(
         shift_statistics=shift_statistics or "Not computed for this run.",
         limitations=limitations + ("\n" + license_note if license_note else ""), load_path=load_path, revision=revision,
         has_span_task=any(t.get("level") == SPAN for t in tasks),
+        p_values_adjusted=(p_adjust or (comparisons[0].p_adjust if comparisons else "holm")) != "none",
     )
     return card
 

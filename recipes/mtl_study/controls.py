@@ -125,7 +125,7 @@ def control_verdicts(rows: Sequence[Mapping], metric: str = "macro_f1", eval_set
                 note = ("mtl significantly lower: real negative transfer (its shared layer also fits random labels), "
                         "not an invented gain")
         if not c.significant and floors.get(id(c), 1.0) >= alpha:
-            behaved, note = None, "untestable: these seeds cannot reach the adjusted α"
+            behaved, note = None, f"untestable: these seeds cannot reach {decision_p_name(p_adjust)} < α"
         verdicts.append({"control": control, "task": c.task, "mean_difference": c.mean_difference, "n_pairs": c.n_pairs,
                          "p_value": c.p_value, "adjusted_p_value": c.adjusted_p_value, "effect_size": c.effect_size,
                          "expected": expected, "behaved": behaved, "note": note, "comparison": c})

@@ -201,7 +201,7 @@ def write_cards(study: "Study", rows: Sequence[Mapping], family, data_mixture: s
             dataset_id=study.data.dataset_id, dataset_name=dataset_name, license=license, license_note=license_note,
             data_mixture=data_mixture or study.data.source, shift_statistics=shift, primary_metric=a.primary_metric,
             load_path=t.hub_model_id if t.push_to_hub else None, revision=revision if t.push_to_hub else None,
-            folder_key=key, local_paths=local_paths,
+            folder_key=key, local_paths=local_paths, p_adjust=a.p_adjust,
         )
         atomic_write_text(folder / "README.md", str(card))
         make_shareable(folder, _hub_id_of(m.model_name_or_path))
