@@ -270,3 +270,20 @@ def test_ray_task_options_hide_gpus_from_cpu_runs_and_give_gpu_runs_a_fresh_work
     # a CPU run's worker sees no GPU, and keeps the job's environment (the PYTHONPATH of this module's cluster)
     probe = ray_cluster.remote(**cpu)(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), bool(os.environ.get("PYTHONPATH"))))
     assert ray_cluster.get(probe.remote()) == ("", True)
+
+
+def test_a_cluster_that_cannot_be_joined_is_named_with_what_to_check(tmp_path, monkeypatch):
+    """Ray >= 2.59 starts clusters with token authentication: a driver without the token fails to connect with
+    Ray's bare ConnectionError, which says nothing of --ray_address or the token."""
+    ray = pytest.importorskip("ray")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6391")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    arguments = LauncherArguments(launcher="ray", ray_address="192.0.2.2:6391")
+    with pytest.raises(ConnectionError, match=r"--ray_address 192.0.2.2:6391: cannot join that Ray cluster .*"
+                                              r"RAY_AUTH_MODE"):
+        ExperimentRunner(tmp_path, run_of(), launcher_args=arguments).run(grid())
+    assert not (tmp_path / "runs" / "mtl__seed0").exists()

@@ -223,8 +223,14 @@ class RayLauncher:
                 local_cpus = math.ceil(self.args.ray_num_workers * self.args.ray_cpus_per_run)
             # "local": a Ray of this launch's own, even where `ray start` left a cluster that address=None would join
             # (and then refuse num_cpus).
-            ray.init(address=address or "local", num_cpus=local_cpus, include_dashboard=False,
-                     logging_level=logging.WARNING)
+            try:
+                ray.init(address=address or "local", num_cpus=local_cpus, include_dashboard=False,
+                         logging_level=logging.WARNING)
+            except ConnectionError as error:
+                raise ConnectionError(
+                    f"--ray_address {address}: cannot join that Ray cluster ({error}). Check the address (`ray status` "
+                    "on the head node) and, where the cluster uses token authentication (Ray >= 2.52), that this "
+                    "driver runs with the same RAY_AUTH_MODE and token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from error
             self._started_ray = True
         resources = ray.cluster_resources()
         if resources.get("CPU", 0) < self.args.ray_cpus_per_run or resources.get("GPU", 0) < self.args.ray_gpus_per_run:
