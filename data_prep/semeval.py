@@ -303,9 +303,9 @@ def _read_subtask1(
         for name, value in (("start", fields[2]), ("end", fields[3])):
             try:
                 offsets.append(parse_offset(value))
-            except ValueError:
+            except ValueError as error:  # parse_offset's message names the value
                 offsets.append(None)
-                problem("malformed subtask-1 line", SemEvalFormatError(f"{value!r} is not an integer offset", path, number, name))
+                problem("malformed subtask-1 line", SemEvalFormatError(str(error), path, number, name))
                 break
         if None in offsets:
             continue

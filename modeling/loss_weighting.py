@@ -165,7 +165,7 @@ class UncertaintyWeighting(TaskWeighting):
 def legacy_weighting_state(state: Mapping) -> bool:
     """Whether a saved weighting state holds the log-variances as one vector (before they were one parameter per
     task): the weighting itself still loads it, but the optimizer state saved beside it has the old layout."""
-    return any(key == "log_variances" or key.endswith(".log_variances") for key in state)
+    return "log_variances" in state
 
 
 def _split_stacked_log_variances(module, state_dict, prefix, *args) -> None:

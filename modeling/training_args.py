@@ -6,10 +6,9 @@ command line, e.g. ``--loss_weighting uncertainty --task_weights narratives=2 ro
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -270,7 +269,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        for option in dataclasses.fields(self):  # ours and TrainingArguments' (--learning_rate inf, --weight_decay nan)
+        for option in fields(self):  # ours and TrainingArguments' (--learning_rate inf, --weight_decay nan)
             value = getattr(self, option.name, None)
             if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison below
                 raise ValueError(f"--{option.name} must be a finite number, got {value!r}")
